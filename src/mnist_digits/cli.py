@@ -1,0 +1,163 @@
+"""The `mnist-digits` command: argument parsing, and nothing else of substance.
+
+Each sub-command calls the library. Errors a user can cause arrive here as
+MnistDigitsError and leave as one line on stderr with exit code 2 (1 when only some
+inputs failed); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter drowns the command's own output; keep warnings.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .errors import MnistDigitsError  # noqa: E402
+
+PROG = "mnist-digits"
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-dir", metavar="DIR",
+                       help="folder with the four MNIST files or mnist.npz "
+                            "(default: $MNIST_DIGITS_DATA, else the download cache)")
+    group.add_argument("--mirror", metavar="URL",
+                       help="download from this mirror first (default: $MNIST_DIGITS_MIRROR)")
+
+
+def _load_data(args):
+    from .data import load_mnist
+
+    return load_mnist(args.data_dir, args.mirror)
+
+
+def cmd_data(args) -> int:
+    data = _load_data(args)
+    print(f"MNIST in {data.source}")
+    for name, sha in data.checksums.items():
+        print(f"  {name}  sha256 {sha[:16]}...  ok")
+    print("Checksums passed.")
+    for split in ("train", "validation", "test"):
+        images, labels = data.split(split)
+        per_digit = " ".join(str(int((labels == d).sum())) for d in range(10))
+        print(f"  {split:<10} {len(images):>6,} images   per digit 0-9: {per_digit}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .pipeline import train_run
+
+    data = _load_data(args)
+    verbose = "auto" if sys.stdout.isatty() else 2
+    run_dir, metrics, interrupted = train_run(
+        args.model, data, out=args.out, force=args.force, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else verbose,
+        arguments={k: v for k, v in vars(args).items() if k != "handler"},
+    )
+    if interrupted:
+        print(f"Interrupted: kept the best model so far in {run_dir} "
+              f"(test accuracy {metrics['test']['accuracy']:.2%}).")
+        return 130
+    print(f"{args.model}: test accuracy {metrics['test']['accuracy']:.2%} "
+          f"(hardest digit {metrics['hardest_digit']}, easiest {metrics['easiest_digit']}); "
+          f"run folder {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .pipeline import evaluate_model
+
+    data = _load_data(args)
+    out_dir, metrics = evaluate_model(args.model, data, args.out, args.force)
+    print(f"{metrics['model']}: test accuracy {metrics['test']['accuracy']:.2%}, "
+          f"loss {metrics['test']['loss']:.4f}; metrics, figures and report in {out_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import MODELS
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Handwritten digits with TensorFlow: get MNIST, train, evaluate, "
+                    "predict on your own images, serve a drawing page, export.",
+        epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="get MNIST (folder, cache or verified download) and say what is there",
+                               description="Find or download the four MNIST files, verify their SHA-256, "
+                                           "and print where they are and the split sizes.")
+    _add_data_options(data)
+    data.set_defaults(handler=cmd_data)
+
+    train = commands.add_parser("train", help="train a model and write a run folder with metrics, figures, report",
+                                description="Train a registered model with its default recipe and write a "
+                                            "run folder: model.keras, config.json, history.csv, metrics.json, "
+                                            "figures/, report.md, tensorboard/. Ctrl-C stops and keeps the best model.")
+    train.add_argument("--model", default="mlp", choices=sorted(MODELS),
+                       help="which network (default: mlp, the seed network 784-128-10)")
+    train.add_argument("--epochs", type=int, metavar="N", help="override the recipe's epochs")
+    train.add_argument("--batch-size", type=int, metavar="N", help="override the recipe's batch size")
+    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers (default: 0)")
+    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<timestamp>)")
+    train.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_data_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics, figures and report for a saved model",
+                                   description="Evaluate a run folder or model file on MNIST and write "
+                                               "metrics.json, figures/ and report.md.")
+    evaluate.add_argument("model", metavar="MODEL", help="run folder or model file")
+    evaluate.add_argument("--out", metavar="DIR",
+                          help="where to write (default: the run folder itself, or <file>-evaluation/)")
+    evaluate.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
+    _add_data_options(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def _positive(args) -> None:
+    for name in ("epochs", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise MnistDigitsError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr silenced: its C++ start-up lines ignore
+    TF_CPP_MIN_LOG_LEVEL. A failed import still raises, after stderr is back."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.handler is not cmd_data:
+        _import_tensorflow_quietly()
+    try:
+        _positive(args)
+        return args.handler(args)
+    except MnistDigitsError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The project's exception types: errors a user can cause and fix.
+
+Each carries one line saying what is wrong and what to do, and the exit code the
+command ends with. The command's entry point (cli.main) is the one place that turns
+them into messages; anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class MnistDigitsError(Exception):
+    """A problem the user can fix; `str(error)` is the one line shown to them."""
+
+    exit_code = 2
+
+
+class DataError(MnistDigitsError):
+    """MNIST files missing, damaged, or not downloadable."""
+
+
+class ModelFileError(MnistDigitsError):
+    """A path that is not a usable model, run folder or export."""
+
+
+class RunFolderError(MnistDigitsError):
+    """A run folder that cannot be created or written."""
+
+
+class InputImageError(MnistDigitsError):
+    """An image that cannot be read or holds no digit."""
+
+
+class UsageError(MnistDigitsError):
+    """Arguments that do not make sense together."""

@@ -1,0 +1,126 @@
+"""Predictions -> the content of metrics.json: accuracy and loss per split, per-digit
+precision/recall/F1, the confusion matrix, hardest and easiest digits, the pairs most
+often confused, and a confidence calibration (temperature) fitted on the validation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .data import Mnist, to_model_input
+
+DIGITS = list(range(10))
+EPSILON = 1e-7
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    picked = probabilities[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, EPSILON, 1.0))))
+
+
+def split_summary(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "loss": log_loss(probabilities, labels),
+        "count": int(len(labels)),
+    }
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax(log p / T): the same ranking, confidence sharpened (T < 1) or softened (T > 1)."""
+    logits = np.log(np.clip(probabilities, EPSILON, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017): the T that minimises validation log loss."""
+    result = minimize_scalar(
+        lambda t: log_loss(apply_temperature(probabilities, t), labels),
+        bounds=(0.05, 20.0), method="bounded",
+    )
+    return float(result.x)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(error)
+
+
+def per_class_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=DIGITS, zero_division=0
+    )
+    return {
+        str(d): {"precision": float(precision[d]), "recall": float(recall[d]),
+                 "f1": float(f1[d]), "support": int(support[d])}
+        for d in DIGITS
+    }
+
+
+def most_confused_pairs(matrix: np.ndarray, top: int = 5) -> list[dict]:
+    off_diagonal = matrix.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(off_diagonal, axis=None)[::-1][:top]
+    pairs = []
+    for flat in order:
+        true, predicted = np.unravel_index(flat, matrix.shape)
+        if off_diagonal[true, predicted] > 0:
+            pairs.append({"true": int(true), "predicted": int(predicted),
+                          "count": int(off_diagonal[true, predicted])})
+    return pairs
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    test_probabilities: np.ndarray
+
+
+def evaluate(predict_proba, data: Mnist, include_train: bool = True) -> Evaluation:
+    """Metrics of a classifier (a function: float images (n, 28, 28) -> probabilities (n, 10))."""
+    probabilities = {}
+    splits = ["test", "validation"] + (["train"] if include_train else [])
+    for split in splits:
+        images, labels = data.split(split)
+        probabilities[split] = predict_proba(to_model_input(images)) if len(images) else np.zeros((0, 10))
+    labels = data.y_test.astype(np.int64)
+    predicted = probabilities["test"].argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted, labels=DIGITS)
+    per_class = per_class_metrics(labels, predicted)
+    # Hardest = the digit most often misread (lowest recall), ties broken by F1.
+    ranked = sorted(DIGITS, key=lambda d: (per_class[str(d)]["recall"], per_class[str(d)]["f1"]))
+    metrics = {split: split_summary(probabilities[split], data.split(split)[1].astype(np.int64))
+               for split in splits if len(data.split(split)[1])}
+    metrics.update({
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "hardest_digit": ranked[0],
+        "easiest_digit": ranked[-1],
+        "most_confused": most_confused_pairs(matrix),
+        "misclassified_count": int((predicted != labels).sum()),
+    })
+    if len(data.y_val):
+        val_probabilities, val_labels = probabilities["validation"], data.y_val.astype(np.int64)
+        temperature = fit_temperature(val_probabilities, val_labels)
+        metrics["calibration"] = {
+            "method": "temperature scaling on the validation split",
+            "temperature": temperature,
+            "test_ece_before": expected_calibration_error(probabilities["test"], labels),
+            "test_ece_after": expected_calibration_error(
+                apply_temperature(probabilities["test"], temperature), labels),
+        }
+    return Evaluation(metrics, probabilities["test"])

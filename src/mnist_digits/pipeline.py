@@ -1,0 +1,98 @@
+"""The main jobs end to end: train a model into a run folder, and evaluate any model
+into metrics.json, figures and report.md. The command and the Python API both call these."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import figures, report, runs
+from .data import Mnist
+from .evaluation import Evaluation, evaluate
+
+FIGURES = ("training_history", "confusion_matrix", "misclassified")
+
+
+def library_versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow
+
+    return {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
+            "keras": keras.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform()}
+
+
+def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
+                     history: dict | None = None) -> Evaluation:
+    """metrics.json, the figures and report.md for `classifier` in folder `out`."""
+    result = evaluate(classifier.predict_proba, data)
+    metrics = {"model": config.get("model", classifier.name), **result.metrics}
+    runs.write_json(out / "metrics.json", metrics)
+    drawn = []
+    if history:
+        figures.training_history(history, out / "figures" / "training_history.png",
+                                 title=f"{metrics['model']}: training history")
+        drawn.append("training_history")
+    figures.confusion_matrix(metrics["confusion_matrix"], out / "figures" / "confusion_matrix.png",
+                             title=f"{metrics['model']}: confusion matrix (test set)")
+    figures.misclassified(data.x_test, data.y_test, result.test_probabilities,
+                          out / "figures" / "misclassified.png")
+    drawn += ["confusion_matrix", "misclassified"]
+    report.write_report(out / "report.md", metrics, config, history, drawn)
+    return result
+
+
+def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force: bool = False,
+              epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
+              verbose: int | str = "auto", arguments: dict | None = None) -> tuple[Path, dict, bool]:
+    """Train `model_name` and write its whole run folder. Returns (folder, metrics, interrupted)."""
+    import keras
+
+    from .training import recipe_dict, train
+
+    run_dir = runs.prepare_run_dir(out or runs.default_run_dir(model_name), force)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
+    result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
+    runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
+    runs.write_history_csv(result.history, run_dir / "history.csv")
+    config = {
+        "model": model_name,
+        "seed": seed,
+        "recipe": recipe_dict(result.recipe),
+        "arguments": arguments or {},
+        "command": " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"source": str(data.source), "sha256": data.checksums,
+                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+        "versions": library_versions(),
+        "parameters": int(result.model.count_params()),
+        "train_seconds": round(result.seconds, 2),
+        "best_epoch": result.best_epoch,
+        "interrupted": result.interrupted,
+    }
+    runs.write_json(run_dir / "config.json", config)
+    classifier = runs.KerasClassifier(result.model, model_name)
+    evaluation = write_evaluation(classifier, data, run_dir, config, result.history)
+    return run_dir, evaluation.metrics, result.interrupted
+
+
+def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
+                   force: bool = False) -> tuple[Path, dict]:
+    """Evaluate a saved model (run folder, .keras, or export) into `out`."""
+    classifier = runs.load_classifier(path)
+    path = Path(path)
+    default = path if path.is_dir() else path.with_suffix("").parent / f"{path.stem}-evaluation"
+    out_dir = Path(out) if out else default
+    if out_dir != path:
+        out_dir = runs.prepare_run_dir(out_dir, force)
+    else:
+        (out_dir / "figures").mkdir(exist_ok=True)
+    config = classifier.info.get("config") or {"model": classifier.name}
+    history_file = path / "history.csv"
+    history = runs.read_history_csv(history_file) if history_file.is_file() else None
+    evaluation = write_evaluation(classifier, data, out_dir, config, history)
+    return out_dir, evaluation.metrics
+

@@ -1,0 +1,79 @@
+"""report.md for a run: the numbers, the figures, and the original write-up's claims
+side by side with what was measured."""
+
+from __future__ import annotations
+
+from .runs import write_text
+
+# What the original write-up said, as loosely as it said it.
+WRITE_UP_CLAIMS = {
+    "test_accuracy": "about 98% (elsewhere \"99%\", \"97% on validation/test\")",
+    "train_epoch_5": "99% after 5 epochs",
+    "train_epoch_10": "99.5% after 10 epochs",
+    "hardest_digit": "5",
+    "easiest_digit": "1",
+}
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _epoch_value(history: dict, key: str, epoch: int) -> float | None:
+    values = history.get(key, [])
+    return values[epoch - 1] if len(values) >= epoch else None
+
+
+def render(metrics: dict, config: dict, history: dict | None, figures: list[str]) -> str:
+    model = config.get("model", "model")
+    history = history or {}
+    lines = [f"# Report: `{model}`", ""]
+    if config.get("interrupted"):
+        lines += ["> Training was interrupted (Ctrl-C); this is the best model up to then.", ""]
+    lines += ["## Accuracy", "", "| split | images | accuracy | loss |", "|---|---:|---:|---:|"]
+    for split in ("train", "validation", "test"):
+        if split in metrics:
+            s = metrics[split]
+            lines.append(f"| {split} | {s['count']:,} | {_percent(s['accuracy'])} | {s['loss']:.4f} |")
+    recipe = config.get("recipe")
+    if recipe:
+        lines += ["", f"Recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, Adam "
+                      f"{recipe['learning_rate']:g} with {recipe['schedule']} schedule, seed "
+                      f"{config.get('seed')}; training took {config.get('train_seconds', 0):.1f} s "
+                      f"(best validation accuracy at epoch {config.get('best_epoch')})."]
+    lines += ["", "## Per digit (test set)", "",
+              "| digit | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
+    for digit, row in metrics["per_class"].items():
+        lines.append(f"| {digit} | {_percent(row['precision'])} | {_percent(row['recall'])} | "
+                     f"{_percent(row['f1'])} | {row['support']} |")
+    hardest, easiest = metrics["hardest_digit"], metrics["easiest_digit"]
+    lines += ["", f"**Hardest digit: {hardest}** (recall {_percent(metrics['per_class'][str(hardest)]['recall'])}); "
+                  f"**easiest digit: {easiest}** (recall {_percent(metrics['per_class'][str(easiest)]['recall'])})."]
+    if metrics.get("most_confused"):
+        lines += ["", "Most confused pairs (true → predicted, test images):", ""]
+        lines += [f"- {p['true']} → {p['predicted']}: {p['count']}" for p in metrics["most_confused"]]
+    calibration = metrics.get("calibration")
+    if calibration:
+        lines += ["", f"Confidence calibration: temperature {calibration['temperature']:.3f} fitted on the "
+                      f"validation split; expected calibration error on test "
+                      f"{_percent(calibration['test_ece_before'])} → {_percent(calibration['test_ece_after'])}."]
+    lines += ["", "## The original write-up against this run", "",
+              "| claim | write-up | measured |", "|---|---|---|",
+              f"| test accuracy | {WRITE_UP_CLAIMS['test_accuracy']} | {_percent(metrics['test']['accuracy'])} |",
+              f"| training accuracy, epoch 5 | {WRITE_UP_CLAIMS['train_epoch_5']} | "
+              f"{_percent(_epoch_value(history, 'accuracy', 5))} |",
+              f"| training accuracy, epoch 10 | {WRITE_UP_CLAIMS['train_epoch_10']} | "
+              f"{_percent(_epoch_value(history, 'accuracy', 10))} |",
+              f"| hardest digit | {WRITE_UP_CLAIMS['hardest_digit']} | {hardest} |",
+              f"| easiest digit | {WRITE_UP_CLAIMS['easiest_digit']} | {easiest} |",
+              "", "Training accuracy per epoch is measured with dropout active, as Keras reports it.",
+              ""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{name}](figures/{name}.png)" for name in figures]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(target, metrics: dict, config: dict, history: dict | None, figures: list[str]) -> None:
+    write_text(target, render(metrics, config, history, figures))
