@@ -77,6 +77,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    raise MnistDigitsError("predict is not built yet")  # issue 3
+
+
+def cmd_serve(args) -> int:
+    raise MnistDigitsError("serve is not built yet")  # issue 4
+
+
+def cmd_export(args) -> int:
+    raise MnistDigitsError("export is not built yet")  # issue 6
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
 
@@ -118,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--force", action="store_true", help="replace an existing non-empty --out folder")
     _add_data_options(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    # --- predict (issue 3) ---
+    predict = commands.add_parser("predict", help="read digits from your own images")
+    predict.add_argument("model", metavar="MODEL", help="run folder or model file")
+    predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders, or an IDX/.npy batch")
+    predict.set_defaults(handler=cmd_predict)
+    # --- end predict ---
+
+    # --- serve (issue 4) ---
+    serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on")
+    serve.add_argument("model", metavar="MODEL", help="run folder or model file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.set_defaults(handler=cmd_serve)
+    # --- end serve ---
+
+    # --- export (issue 6) ---
+    export = commands.add_parser("export", help="SavedModel for TF Serving, TFLite (float32, float16, int8)")
+    export.add_argument("model", metavar="MODEL", help="run folder or model file")
+    export.set_defaults(handler=cmd_export)
+    # --- end export ---
     return parser
 
 
