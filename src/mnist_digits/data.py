@@ -119,24 +119,17 @@ def _find_file(folder: Path, key: str) -> tuple[Path, str] | None:
     return None
 
 
-def _verify(path: Path, expected_sha: str) -> np.ndarray:
-    """Read one IDX file, checking its checksum; a specific reason when it is damaged."""
-    actual_sha = sha256_of(path)
-    array = idx.read_idx(path)  # raises a precise error for truncated / non-IDX files
-    if actual_sha != expected_sha:
-        raise DataError(
-            f"{path}: checksum mismatch (sha256 {actual_sha[:12]}..., expected "
-            f"{expected_sha[:12]}...); the file is damaged or not the canonical MNIST file: "
-            "delete it and run `mnist-digits data` again"
-        )
-    return array
+def _checksum_error(path: Path, actual_sha: str, expected_sha: str, fix: str) -> DataError:
+    return DataError(
+        f"{path}: checksum mismatch (sha256 {actual_sha[:12]}..., expected {expected_sha[:12]}...); "
+        f"the file is damaged or not the canonical MNIST file: {fix}"
+    )
 
 
 def _check_shapes(images: np.ndarray, labels: np.ndarray, where: str, split: str) -> None:
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{where}: {split} images have dimensions {images.shape}, expected (n, 28, 28)")
-    if labels.ndim != 1:
-        raise DataError(f"{where}: {split} labels have dimensions {labels.shape}, expected (n,)")
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
+        raise DataError(f"{where}: {split} arrays have dimensions {images.shape} and {labels.shape}, "
+                        "expected (n, 28, 28) and (n,)")
     if len(images) != len(labels):
         raise DataError(
             f"{where}: {len(images)} {split} images but {len(labels)} labels; "
@@ -147,35 +140,44 @@ def _check_shapes(images: np.ndarray, labels: np.ndarray, where: str, split: str
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     actual_sha = sha256_of(path)
     if actual_sha != KERAS_NPZ[1]:
-        raise DataError(
-            f"{path}: checksum mismatch (sha256 {actual_sha[:12]}..., expected "
-            f"{KERAS_NPZ[1][:12]}...); replace it with keras.datasets' mnist.npz"
-        )
+        raise _checksum_error(path, actual_sha, KERAS_NPZ[1], "replace it with keras.datasets' mnist.npz")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path}: not a readable Keras mnist.npz ({error})") from None
+    for split in ("train", "test"):
+        _check_shapes(arrays[f"x_{split}"], arrays[f"y_{split}"], str(path), split)
     return arrays, {path.name: actual_sha}
 
 
 def _load_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    arrays, checksums = {}, {}
+    """Read the four files. A damaged file gets the most specific reason there is: the
+    format first (truncated, not gzip, wrong magic or dimensions), then images and labels
+    that disagree in count, and last the checksum."""
+    found = {}
     for key in FILES:
-        found = _find_file(folder, key)
-        if found is None:
+        found[key] = _find_file(folder, key)
+        if found[key] is None:
             raise DataError(
                 f"{folder}: {FILES[key][0]} (or its unpacked form) is missing; put all four "
                 "MNIST files there, or leave out --data-dir/MNIST_DIGITS_DATA to download them"
             )
-        path, expected_sha = found
-        arrays[key] = _verify(path, expected_sha)
+    read = {"train_images": idx.read_images, "test_images": idx.read_images,
+            "train_labels": idx.read_labels, "test_labels": idx.read_labels}
+    arrays = {key: read[key](path) for key, (path, _) in found.items()}
+    arrays = {"x_train": arrays["train_images"], "y_train": arrays["train_labels"],
+              "x_test": arrays["test_images"], "y_test": arrays["test_labels"]}
+    for split in ("train", "test"):
+        _check_shapes(arrays[f"x_{split}"], arrays[f"y_{split}"], str(folder), split)
+    checksums = {}
+    for path, expected_sha in found.values():
+        actual_sha = sha256_of(path)
+        if actual_sha != expected_sha:
+            raise _checksum_error(path, actual_sha, expected_sha,
+                                  "delete it and run `mnist-digits data` again")
         checksums[path.name] = expected_sha
-    renamed = {
-        "x_train": arrays["train_images"], "y_train": arrays["train_labels"],
-        "x_test": arrays["test_images"], "y_test": arrays["test_labels"],
-    }
-    return renamed, checksums
+    return arrays, checksums
 
 
 def _has_any_files(folder: Path) -> bool:
@@ -209,18 +211,15 @@ def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
                 if actual_sha != gz_sha:
                     failures.append(f"{url}: checksum mismatch (damaged or wrong file)")
                     continue
-                idx.read_idx(fetched)  # a gzip or IDX fault that still matched? never cache it
                 os.replace(fetched, target)
                 break
-            except DataError as error:
-                failures.append(f"{url}: {error}")
             except Exception as error:  # network faults arrive as many types from urllib
                 failures.append(f"{url}: {error}")
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         else:
             raise DataError(
-                f"could not download {name} ({'; '.join(failures)}); nothing was cached. "
+                f"could not download {name} ({'; '.join(failures)}); it was not cached. "
                 "Check the network or pass --mirror URL, or download the four files yourself "
                 "and pass --data-dir DIR"
             )
@@ -274,8 +273,6 @@ def load_mnist(data_dir: str | Path | None = None, mirror: str | None = None,
                 found[0].unlink()
         download(folder, mirror_list(mirror), progress)
         arrays, checksums = _load_idx_folder(folder)
-    for split in ("train", "test"):
-        _check_shapes(arrays[f"x_{split}"], arrays[f"y_{split}"], str(folder), split)
     x, y = arrays["x_train"], arrays["y_train"]
     cut = len(x) - validation_size
     return Mnist(

@@ -34,18 +34,19 @@ def decompress(raw: bytes, name: str) -> bytes:
         ) from None
 
 
-def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
-    """Parse IDX bytes (optionally gzipped) into a uint8 array of the declared shape."""
+def parse_idx(raw: bytes, name: str = "IDX data", ndim: int | None = None) -> np.ndarray:
+    """Parse IDX bytes (optionally gzipped) into a uint8 array of the declared shape;
+    with `ndim`, the magic number must declare that many dimensions."""
+    expected_ndim = ndim
     data = decompress(raw, name)
     if len(data) < 4:
         raise DataError(f"{name}: too short to be an IDX file ({len(data)} bytes)")
     zero, type_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or type_code != UNSIGNED_BYTE or ndim == 0:
+    if zero != 0 or type_code != UNSIGNED_BYTE or ndim == 0 or ndim != (expected_ndim or ndim):
         magic = struct.unpack(">I", data[:4])[0]
-        raise DataError(
-            f"{name}: not an MNIST IDX file (magic number {magic}, expected "
-            f"{IMAGES_MAGIC} for images or {LABELS_MAGIC} for labels)"
-        )
+        wanted = {3: f"{IMAGES_MAGIC} for images", 1: f"{LABELS_MAGIC} for labels"}
+        expected = wanted.get(expected_ndim) or f"{wanted[3]} or {wanted[1]}"
+        raise DataError(f"{name}: not an MNIST IDX file (magic number {magic}, expected {expected})")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{name}: IDX header cut short; the file is truncated")
@@ -60,20 +61,20 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzipped or not) from disk."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
-    return parse_idx(raw, str(path))
+    return parse_idx(raw, str(path), ndim)
 
 
 def read_images(path: str | Path) -> np.ndarray:
     """Read an IDX image file: a uint8 array of shape (count, 28, 28)."""
-    images = read_idx(path)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
+    images = read_idx(path, ndim=3)
+    if images.shape[1:] != (28, 28):
         raise DataError(
             f"{path}: expected images of 28x28 pixels, found dimensions {images.shape}"
         )
@@ -82,9 +83,7 @@ def read_images(path: str | Path) -> np.ndarray:
 
 def read_labels(path: str | Path) -> np.ndarray:
     """Read an IDX label file: a uint8 array of digits 0-9."""
-    labels = read_idx(path)
-    if labels.ndim != 1:
-        raise DataError(f"{path}: expected a 1-D label file, found dimensions {labels.shape}")
+    labels = read_idx(path, ndim=1)
     if labels.size and labels.max() > 9:
         raise DataError(f"{path}: holds label {int(labels.max())}; MNIST labels are 0-9")
     return labels
