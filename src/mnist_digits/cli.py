@@ -78,7 +78,63 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    raise MnistDigitsError("predict is not built yet")  # issue 3
+    import json
+
+    from .errors import UsageError
+    from .predict import UNSURE_BELOW, Predictor, collect_inputs, predict_inputs, prepared_png_name
+    from .runs import write_bytes
+
+    if not 1 <= args.top_k <= 10:
+        raise UsageError(f"--top-k must be between 1 and 10 (got {args.top_k})")
+    unsure_below = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
+    if not 0.0 <= unsure_below <= 1.0:
+        raise UsageError(f"--unsure-below must be between 0 and 1 (got {unsure_below})")
+    if args.save_prepared and os.path.exists(args.save_prepared) and not os.path.isdir(args.save_prepared):
+        raise UsageError(f"--save-prepared {args.save_prepared} exists and is not a folder")
+    predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
+    inputs = list(collect_inputs(args.inputs))
+    progress = None
+    if len(inputs) > 1000:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None)
+    used_names: set[str] = set()
+    failed = unsure = 0
+    for name, answer in predict_inputs(predictor, inputs):
+        if progress is not None:
+            progress.update()
+        if "error" in answer:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": name, "error": answer["error"]}), flush=False)
+            else:
+                message = f"{PROG}: error: {name}: {answer['error']}"
+                (progress.write(message, file=sys.stderr) if progress is not None
+                 else print(message, file=sys.stderr))
+            continue
+        unsure += answer["unsure"]
+        if args.save_prepared:
+            from .preprocess import to_png
+
+            write_bytes(os.path.join(args.save_prepared, prepared_png_name(name, used_names)),
+                        to_png(answer["prepared"]))
+        if args.json:
+            print(json.dumps({"file": name, "digit": answer["digit"],
+                              "confidence": round(answer["confidence"], 6),
+                              "probabilities": [round(p, 6) for p in answer["probabilities"]],
+                              "unsure": answer["unsure"]}))
+        else:
+            ranked = sorted(range(10), key=lambda d: -answer["probabilities"][d])[:args.top_k]
+            top = ", ".join(f"{d} {answer['probabilities'][d]:.1%}" for d in ranked)
+            flag = "  unsure" if answer["unsure"] else ""
+            line = f"{name}: {answer['digit']}  {answer['confidence']:.1%}  (top {args.top_k}: {top}){flag}"
+            progress.write(line) if progress is not None else print(line)
+    if progress is not None:
+        progress.close()
+    if not args.json and len(inputs) > 1:
+        print(f"{len(inputs)} inputs: {len(inputs) - failed} answered ({unsure} unsure), "
+              f"{failed} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_serve(args) -> int:
@@ -132,9 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     # --- predict (issue 3) ---
-    predict = commands.add_parser("predict", help="read digits from your own images")
+    predict = commands.add_parser(
+        "predict", help="read digits from your own images",
+        description="Prepare each image the way MNIST digits were made (upright, ink found, "
+                    "cropped, scaled into 20x20, centred by mass in 28x28) and print the digit, "
+                    "its calibrated confidence and the top guesses. Exit code 1 if any input failed.")
     predict.add_argument("model", metavar="MODEL", help="run folder or model file")
-    predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders, or an IDX/.npy batch")
+    predict.add_argument("inputs", metavar="INPUT", nargs="+",
+                         help="image files (png, jpg, bmp, gif, webp, tif), folders (walked), "
+                              "or an IDX/.npy batch of images")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K",
+                         help="show the K most likely digits (default: 3)")
+    predict.add_argument("--json", action="store_true",
+                         help="one JSON object per input on stdout: file, digit, confidence, "
+                              "probabilities, unsure -- or file, error")
+    predict.add_argument("--save-prepared", metavar="DIR",
+                         help="write the 28x28 image the model saw for each input as PNG into DIR")
+    predict.add_argument("--unsure-below", type=float, metavar="P",
+                         help="mark answers with calibrated confidence below P as unsure "
+                              "(default: 0.8)")
     predict.set_defaults(handler=cmd_predict)
     # --- end predict ---
 

@@ -1,0 +1,197 @@
+"""Model + a person's images -> answers: the digit, a calibrated confidence, the ten
+probabilities, and whether the answer is unsure. Shared by `mnist-digits predict` and
+the HTTP server, so every method is safe to call from several threads at once.
+
+    predictor = Predictor.from_path("runs/mlp-...")
+    predictor.predict_image("my_seven.jpg")   # {"digit": 7, "confidence": 0.98, ...}
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, InputImageError
+from .evaluation import apply_temperature
+from .preprocess import IMAGE_SUFFIXES, prepare
+
+# Below this calibrated confidence an answer is marked unsure. Calibrated on the
+# validation split, so a confidence c means "right about c of the time" on MNIST-like
+# digits; under 0.8 the model is wrong often enough that a person should look.
+UNSURE_BELOW = 0.8
+BATCH_SUFFIXES = (".npy", ".idx", ".gz")
+
+
+class Predictor:
+    """A classifier with its calibration, answering for prepared or raw images."""
+
+    def __init__(self, classifier, unsure_below: float = UNSURE_BELOW):
+        self.classifier = classifier
+        self.temperature = float(getattr(classifier, "temperature", 1.0))
+        self.unsure_below = float(unsure_below)
+        # The classifier's traced function is not promised to be re-entrant: one call at a time.
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def from_path(cls, path, **kwargs) -> "Predictor":
+        from .runs import load_classifier
+
+        return cls(load_classifier(path), **kwargs)
+
+    def probabilities(self, images) -> np.ndarray:
+        """Calibrated probabilities (n, 10) for prepared images (n, 28, 28) in [0, 1]."""
+        images = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
+        if len(images) == 0:
+            return np.zeros((0, 10), dtype=np.float32)
+        with self._model_lock:
+            raw = np.asarray(self.classifier.predict_proba(images), dtype=np.float64)
+        return apply_temperature(raw, self.temperature)
+
+    def _answer(self, probabilities: np.ndarray) -> dict:
+        digit = int(np.argmax(probabilities))
+        confidence = float(probabilities[digit])
+        return {
+            "digit": digit,
+            "confidence": confidence,
+            "probabilities": [float(p) for p in probabilities],
+            "unsure": confidence < self.unsure_below,
+        }
+
+    def predict_prepared(self, images) -> list[dict]:
+        """Answers for images already prepared (n, 28, 28), one model call."""
+        return [self._answer(row) for row in self.probabilities(images)]
+
+    def predict_image(self, source) -> dict:
+        """The answer for one image (path, bytes, PIL image or array), with "prepared"
+        (the 28x28 the model saw). Raises InputImageError for bad input or no digit."""
+        prepared = prepare(source)
+        answer = self.predict_prepared(prepared[None])[0]
+        answer["prepared"] = prepared
+        return answer
+
+    def predict_images(self, sources: Iterable) -> list[dict]:
+        """Answers for many images in order: each the answer dict (with "prepared") or
+        {"error": "<one line>"}; the good ones go through the model in one call."""
+        prepared: list[np.ndarray | None] = []
+        answers: list[dict] = []
+        for source in sources:
+            try:
+                prepared.append(prepare(source))
+                answers.append({})
+            except InputImageError as error:
+                prepared.append(None)
+                answers.append({"error": str(error)})
+        good = [i for i, image in enumerate(prepared) if image is not None]
+        if good:
+            batch = np.stack([prepared[i] for i in good])
+            for i, answer in zip(good, self.predict_prepared(batch)):
+                answer["prepared"] = prepared[i]
+                answers[i] = answer
+        return answers
+
+
+# --- inputs: files, folders and batches -> (name, source) pairs ----------------------
+
+
+def is_batch_file(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".npy") or "idx" in name or name.endswith(("ubyte", "ubyte.gz"))
+
+
+def _read_batch(path: Path) -> np.ndarray:
+    """An IDX or .npy batch -> images (n, h, w[, c]); 784-long rows become 28x28."""
+    if path.name.lower().endswith(".npy"):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise InputImageError(f"not a readable .npy array ({str(error).splitlines()[0]})") from None
+    else:
+        from .idx import read_idx
+
+        try:
+            array = read_idx(path)
+        except DataError as error:
+            raise InputImageError(str(error).replace(f"{path}: ", "")) from None
+    if array.ndim == 2 and array.shape[1] == 784:
+        array = array.reshape(-1, 28, 28)
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim not in (3, 4) or array.size == 0:
+        raise InputImageError(f"batch of shape {array.shape} is not images "
+                              "(expected count x height x width, or count x 784)")
+    return array
+
+
+def collect_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, object]]:
+    """(name, source) for each image in `paths`: files, folders walked for images
+    (sorted, hidden files skipped), and each image of an IDX/.npy batch. A source is a
+    path, an array, or an InputImageError for an input that cannot be used at all."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = False
+            for root, folders, files in os.walk(path):
+                folders[:] = sorted(f for f in folders if not f.startswith("."))
+                for file in sorted(files):
+                    if not file.startswith(".") and file.lower().endswith(IMAGE_SUFFIXES):
+                        found = True
+                        yield str(Path(root) / file), Path(root) / file
+            if not found:
+                yield str(path), InputImageError(
+                    f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file() and is_batch_file(path):
+            try:
+                batch = _read_batch(path)
+            except InputImageError as error:
+                yield str(path), error
+                continue
+            for index in range(len(batch)):
+                yield f"{path}[{index}]", batch[index]
+        elif not path.exists():
+            yield str(path), InputImageError("no such file or folder")
+        else:
+            yield str(path), path
+
+
+def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
+                   chunk_size: int = 512) -> Iterator[tuple[str, dict]]:
+    """(name, answer) for each input, in order, a chunk at a time (one model call each),
+    so a big folder streams instead of waiting for the end."""
+    chunk: list[tuple[str, object]] = []
+
+    def flush():
+        sources = [source for _, source in chunk if not isinstance(source, InputImageError)]
+        answers = iter(predictor.predict_images(sources))
+        for name, source in chunk:
+            if isinstance(source, InputImageError):
+                yield name, {"error": str(source)}
+            else:
+                yield name, next(answers)
+
+    for item in inputs:
+        chunk.append(item)
+        if len(chunk) >= chunk_size:
+            yield from flush()
+            chunk = []
+    if chunk:
+        yield from flush()
+
+
+def prepared_png_name(name: str, used: set[str]) -> str:
+    """A file name for an input's prepared image: its stem (batch items get their index),
+    made unique among `used` (which it updates)."""
+    stem = Path(name).name
+    if stem.endswith("]") and "[" in stem:  # "batch.npy[17]" -> "batch-17"
+        base, index = stem[:-1].rsplit("[", 1)
+        stem = f"{Path(base).stem}-{index}"
+    else:
+        stem = Path(stem).stem
+    candidate, number = f"{stem}.png", 2
+    while candidate in used:
+        candidate, number = f"{stem}-{number}.png", number + 1
+    used.add(candidate)
+    return candidate

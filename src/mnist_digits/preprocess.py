@@ -1,0 +1,361 @@
+"""A person's image -> a 28x28 digit prepared the way MNIST digits were.
+
+MNIST digits are white ink on black, size-normalised so the longer side fits a 20x20
+box (keeping the aspect ratio, anti-aliased), then placed in 28x28 so that their centre
+of mass sits at the centre. A phone photo or a canvas drawing is none of that, and a
+plain resize destroys it; `prepare` makes one the way MNIST made its digits:
+
+    load       decode safely (pixel limit before decoding, one frame only), EXIF orientation
+    gray       luminance in [0, 1]; transparency composited onto paper; 16-bit kept 16-bit
+    ink        polarity detected (ink is the tail far from the background), so ink is bright
+    flat       uneven lighting and background removed, faint noise cut, contrast stretched
+    crop       the bounding box of the ink (specks far smaller than the digit ignored)
+    fit        longer side scaled to 20 px with anti-aliasing, aspect ratio kept
+    centred    placed in 28x28 with the centre of mass at the centre
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from .errors import InputImageError
+
+# Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
+# photo passes; a decompression bomb does not). Pillow's own limit is higher.
+MAX_PIXELS = 50_000_000
+# Bytes read from a path at most (a 50-megapixel PNG is well under this).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+# Formats Pillow may open: the ones people have digits in. Others (EPS, PDF...) are
+# refused, some of them would run external programs.
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")
+Image.init()  # register every plugin now: Image.open(formats=...) looks them up by name
+FORMATS = tuple(name for name in FORMATS if name in Image.OPEN)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# Images are decoded and worked on at most this size: plenty for a digit, and it keeps
+# a 12-megapixel photo cheap (JPEG decodes straight to it).
+WORKING_SIDE = 768
+BOX = 20          # MNIST: the longer side of the digit fits 20 px
+SIDE = 28         # in a 28x28 image
+# A digit needs at least this much contrast (on 0-1) between ink and paper.
+MIN_CONTRAST = 0.08
+# Ink fainter than this fraction of the ink level is noise (JPEG ringing, paper grain).
+NOISE_FRACTION = 0.25
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _open(source, name: str) -> Image.Image:
+    """Open (header only) from a path, bytes or file object; nothing decoded yet."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InputImageError(f"no such file") from None
+        except OSError as error:
+            raise InputImageError(f"cannot read ({error.strerror})") from None
+        if path.is_dir():
+            raise InputImageError(f"is a folder, not an image")
+        if size > MAX_FILE_BYTES:
+            raise InputImageError(f"file of {size:,} bytes is too big for a digit image "
+                                  f"(limit {MAX_FILE_BYTES:,}); crop or shrink it")
+        try:
+            source = path.read_bytes()
+        except OSError as error:
+            raise InputImageError(f"cannot read ({error.strerror})") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = bytes(source)
+        if not source:
+            raise InputImageError(f"empty file (0 bytes), not an image")
+        if source[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+            raise InputImageError(f"HEIC/AVIF photos are not supported; "
+                                  "export it as JPEG or PNG")
+        source = io.BytesIO(source)
+    try:
+        return Image.open(source, formats=FORMATS)
+    except Image.DecompressionBombError:
+        raise InputImageError(f"image has too many pixels (limit {MAX_PIXELS:,}); "
+                              "crop or shrink it") from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"not an image that can be read "
+                              "(PNG, JPEG, BMP, GIF, WebP or TIFF expected)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise InputImageError(f"damaged image ({_one_line(error)})") from None
+
+
+def _decode(source, name: str, working_side: int | None) -> Image.Image:
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source, name)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InputImageError(f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise InputImageError(f"image of {width}x{height} = {width * height:,} pixels "
+                              f"is over the limit of {MAX_PIXELS:,}; crop or shrink it")
+    # MPO is how some phones store a JPEG with a preview: its first frame is the photo.
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":
+        kind = "multi-page" if image.format == "TIFF" else "animated"
+        raise InputImageError(f"{kind} image ({frames} frames); "
+                              "save the one frame with the digit as PNG")
+    try:
+        if working_side and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
+            # Let the JPEG decoder scale down by 1/2..1/8 while decoding: fast and small.
+            image.draft(image.mode, (working_side, working_side))
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError:
+        raise InputImageError(f"image has too many pixels (limit {MAX_PIXELS:,}); "
+                              "crop or shrink it") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
+        reason = _one_line(error)
+        if "truncated" in reason:
+            raise InputImageError(f"truncated image ({reason}); the file is cut short") from None
+        raise InputImageError(f"damaged image ({reason})") from None
+
+
+def _name(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "image"
+
+
+def load_image(source) -> Image.Image:
+    """Decode an image safely from a path, bytes or a PIL image, upright per its EXIF.
+
+    Refuses (InputImageError, one line) empty, unreadable, damaged or truncated files,
+    images over MAX_PIXELS (checked from the header, before decoding), and animated
+    or multi-page images.
+    """
+    return _decode(source, _name(source), None)
+
+
+def _scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """Any integer or float pixel array -> float32 in [0, 1] by its type's range."""
+    if values.dtype == np.bool_:
+        return values.astype(np.float32)
+    if np.issubdtype(values.dtype, np.integer):
+        if values.dtype == np.uint8:
+            return values.astype(np.float32) / 255.0
+        top = float(values.max(initial=0))
+        # 16-bit images use 0-65535; 32-bit "I" images from 16-bit files do too.
+        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        return np.clip(values.astype(np.float32) / scale, 0.0, 1.0)
+    values = values.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise InputImageError("image holds NaN or infinite values")
+    top = float(values.max(initial=0))
+    return np.clip(values / (255.0 if top > 1.0 else 1.0), 0.0, 1.0)
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Put a transparent image on paper that contrasts with what is drawn: black ink on
+    a transparent canvas lands on white, white ink on black."""
+    weight = alpha.sum()
+    if weight == 0:
+        return np.zeros_like(gray)
+    drawn = float((gray * alpha).sum() / weight)
+    paper = 1.0 if drawn < 0.5 else 0.0
+    return gray * alpha + paper * (1.0 - alpha)
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Luminance in [0, 1] as float32; transparency composited onto paper."""
+    mode = image.mode
+    if mode == "P":
+        has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _scale_to_unit(np.asarray(image))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        if alpha.min() >= 1.0:
+            return gray
+        return _composite(gray, alpha)
+    if mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _array_to_gray(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return _scale_to_unit(array)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        values = _scale_to_unit(array)
+        gray = values[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if array.shape[-1] == 4:
+            return _composite(gray, values[..., 3])
+        return gray
+    raise InputImageError(f"array of shape {array.shape} is not an image "
+                          "(expected height x width, optionally x 3 or x 4 channels)")
+
+
+def _shrink(image: Image.Image, working_side: int) -> Image.Image:
+    longer = max(image.size)
+    if longer <= working_side:
+        return image
+    factor = longer // working_side
+    if factor >= 2 and image.mode in ("L", "RGB", "RGBA", "LA", "I", "F"):
+        image = image.reduce(factor)  # box average: cheap and anti-aliased
+    if max(image.size) > working_side:
+        scale = working_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if image.mode in ("P", "1", "I;16", "I;16B", "I;16L", "I;16N", "CMYK", "PA"):
+            return image  # rare modes: leave at full size rather than guess a resampling
+        image = image.resize(size, Image.Resampling.BOX)
+    return image
+
+
+def _gray_from_source(source, name: str) -> tuple[np.ndarray, Image.Image | None]:
+    if isinstance(source, np.ndarray):
+        if source.size == 0:
+            raise InputImageError(f"empty array, not an image")
+        gray = _array_to_gray(source)
+        if max(gray.shape) > WORKING_SIDE:
+            gray = _to_gray(_shrink(Image.fromarray(gray, mode="F"), WORKING_SIDE))
+        return gray, None
+    image = _decode(source, name, WORKING_SIDE)
+    image = _shrink(image, WORKING_SIDE)
+    return _to_gray(image), image
+
+
+def _ink_bright(gray: np.ndarray) -> np.ndarray:
+    """Ink is the tail of the histogram far from the background (the median)."""
+    low, background, high = np.percentile(gray, (1, 50, 99))
+    if background - low > high - background:
+        return 1.0 - gray
+    return gray
+
+
+def _flatten(ink: np.ndarray) -> np.ndarray:
+    """Subtract the background (uneven light, grey paper), cut faint noise, stretch."""
+    height, width = ink.shape
+    # Background: a grey opening removes everything narrower than about a quarter of
+    # the image (strokes), leaving the slowly varying paper; done small, then upsampled.
+    small_side = 48
+    if max(height, width) > small_side:
+        scale = small_side / max(height, width)
+        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(Image.fromarray(ink, mode="F").resize(small_size, Image.Resampling.BOX))
+    else:
+        small = ink
+    size = max(3, max(small.shape) // 4)
+    background_small = ndimage.grey_opening(small, size=(size, size), mode="nearest")
+    background_small = ndimage.uniform_filter(background_small, size=size, mode="nearest")
+    if small is ink:
+        background = background_small
+    else:
+        background = np.asarray(Image.fromarray(background_small, mode="F")
+                                .resize((width, height), Image.Resampling.BILINEAR))
+    flat = ink - np.minimum(background, ink)
+    level = float(np.percentile(flat, 99.5))
+    return flat, level
+
+
+def _ink_box(ink: np.ndarray, threshold: float) -> tuple[slice, slice] | None:
+    """Bounding box of the ink, ignoring specks much smaller than the digit."""
+    mask = ink > threshold
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return None
+    if count > 1:
+        mass = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
+        keep = np.flatnonzero(mass >= 0.1 * mass.max()) + 1
+        mask = np.isin(labels, keep)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _fit_box(digit: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is BOX px, keeping the aspect ratio, anti-aliased."""
+    height, width = digit.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit, mode="F").resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized), 0.0, 1.0)
+
+
+def _centre(fitted: np.ndarray) -> np.ndarray:
+    """Place in SIDE x SIDE with the centre of mass at the centre (integer shift, as MNIST)."""
+    height, width = fitted.shape
+    row_mass, col_mass = ndimage.center_of_mass(fitted)
+    top = int(round((SIDE - 1) / 2 - row_mass))
+    left = int(round((SIDE - 1) / 2 - col_mass))
+    # Keep the whole digit inside the frame even when its mass sits far to one side.
+    top = min(max(top, 0), SIDE - height)
+    left = min(max(left, 0), SIDE - width)
+    out = np.zeros((SIDE, SIDE), dtype=np.float32)
+    out[top:top + height, left:left + width] = fitted
+    return out
+
+
+def prepare(source, return_steps: bool = False):
+    """Prepare an image of one handwritten digit like an MNIST digit.
+
+    `source`: a path, bytes, a PIL image or a numpy array (height x width, optionally
+    with 3 or 4 channels; uint8, uint16, bool or float in [0, 1]). Returns a (28, 28)
+    float32 array in [0, 1], white ink on black -- with `return_steps=True`, also an
+    ordered dict of the intermediate images (step name -> 2-D array) for display.
+    Raises InputImageError for unreadable images and for ones with no digit in them.
+    """
+    name = _name(source)
+    steps: OrderedDict[str, np.ndarray] = OrderedDict()
+    gray, image = _gray_from_source(source, name)
+    if return_steps:
+        if image is not None:
+            steps["input"] = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+        steps["gray"] = gray
+    ink = _ink_bright(gray)
+    if return_steps:
+        steps["ink"] = ink
+    flat, level = _flatten(ink)
+    if level < MIN_CONTRAST:
+        raise InputImageError(f"no digit found (the image is blank or has almost no contrast)")
+    flat = np.clip((flat - NOISE_FRACTION * level) / ((1.0 - NOISE_FRACTION) * level), 0.0, 1.0)
+    if return_steps:
+        steps["flat"] = flat
+    box = _ink_box(flat, 0.0)
+    if box is None:
+        raise InputImageError(f"no digit found (no ink left after removing the background)")
+    cropped = flat[box]
+    if return_steps:
+        steps["crop"] = cropped
+    fitted = _fit_box(cropped)
+    if return_steps:
+        steps["fit"] = fitted
+    if fitted.sum() <= 0:
+        raise InputImageError(f"no digit found (the ink vanished when scaled to 20 px)")
+    fitted = fitted / fitted.max()
+    prepared = _centre(fitted)
+    if return_steps:
+        steps["prepared"] = prepared
+        return prepared, steps
+    return prepared
+
+
+def to_png(prepared: np.ndarray) -> bytes:
+    """PNG bytes of a prepared 28x28 image (white ink on black), for saving and display."""
+    pixels = np.round(np.clip(prepared, 0.0, 1.0) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
