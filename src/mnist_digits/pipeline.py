@@ -29,7 +29,7 @@ def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
                      history: dict | None = None) -> Evaluation:
     """metrics.json, the figures and report.md for `classifier` in folder `out`."""
     result = evaluate(classifier.predict_proba, data)
-    metrics = {"model": config.get("model", classifier.name), **result.metrics}
+    result.metrics = metrics = {"model": config.get("model", classifier.name), **result.metrics}
     runs.write_json(out / "metrics.json", metrics)
     drawn = []
     if history:

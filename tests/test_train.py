@@ -1,0 +1,128 @@
+"""Training end to end: the command on the full data, the run folder, determinism, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+RUN_FILES = ["model.keras", "config.json", "history.csv", "metrics.json", "report.md",
+             "figures/training_history.png", "figures/confusion_matrix.png",
+             "figures/misclassified.png"]
+
+
+def command(*args):
+    return [sys.executable, "-m", "mnist_digits.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    result = subprocess.run(command("train", "--model", "mlp", "--epochs", "3", "--out", str(out)),
+                            capture_output=True, text=True, timeout=300)
+    return out, result
+
+
+def test_train_command_writes_the_whole_run_folder(two_epoch_run):
+    out, result = two_epoch_run
+    assert result.returncode == 0, result.stderr
+    for name in RUN_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not list(out.rglob(".*.tmp*")) and not [p for p in out.rglob(".*") if p.is_file()]
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert "test accuracy" in last_line and str(out) in last_line
+
+
+def test_three_epochs_on_the_full_data_reach_96_percent(two_epoch_run):
+    out, _ = two_epoch_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.96
+    assert metrics["test"]["count"] == 10_000 and metrics["validation"]["count"] == 5_000
+    assert set(metrics["per_class"]) == {str(d) for d in range(10)}
+    assert set(metrics["per_class"]["5"]) == {"precision", "recall", "f1", "support"}
+    matrix = metrics["confusion_matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == 10_000
+    assert sum(matrix[d][d] for d in range(10)) == round(metrics["test"]["accuracy"] * 10_000)
+    recalls = {int(d): row["recall"] for d, row in metrics["per_class"].items()}
+    assert metrics["hardest_digit"] == min(recalls, key=recalls.get)
+    assert metrics["easiest_digit"] == max(recalls, key=recalls.get)
+    assert 0 <= metrics["train"]["accuracy"] <= 1 and metrics["test"]["loss"] > 0
+
+
+def test_config_holds_what_repeats_the_run(two_epoch_run):
+    out, _ = two_epoch_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "mlp" and config["seed"] == 0 and config["recipe"]["epochs"] == 3
+    assert config["parameters"] == 101_770  # 784*128+128 + 128*10+10: the seed network exactly
+    assert len(config["data"]["sha256"]) == 4 and "tensorflow" in config["versions"]
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 4
+
+
+def test_report_puts_the_write_up_beside_the_measurements(two_epoch_run):
+    out, _ = two_epoch_run
+    report = (out / "report.md").read_text()
+    assert "Hardest digit" in report and "write-up" in report
+    assert "![confusion_matrix](figures/confusion_matrix.png)" in report
+
+
+def test_an_existing_run_folder_is_not_overwritten(two_epoch_run):
+    out, _ = two_epoch_run
+    before = (out / "metrics.json").read_text()
+    result = subprocess.run(command("train", "--epochs", "1", "--out", str(out)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_evaluate_command_reproduces_the_metrics(two_epoch_run, tmp_path):
+    out, _ = two_epoch_run
+    result = subprocess.run(command("evaluate", str(out / "model.keras"), "--out", str(tmp_path / "eval")),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    original = json.loads((out / "metrics.json").read_text())
+    assert again["test"] == original["test"]
+    assert again["confusion_matrix"] == original["confusion_matrix"]
+    assert (tmp_path / "eval" / "figures" / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_refuses_what_is_not_a_model(tmp_path):
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a zip")
+    result = subprocess.run(command("evaluate", str(fake)), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not a Keras model file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_same_seed_gives_identical_metrics(small_mnist, tmp_path):
+    from mnist_digits.pipeline import train_run
+
+    _, first, _ = train_run("mlp", small_mnist, out=tmp_path / "a", epochs=2, seed=7, verbose=0)
+    _, second, _ = train_run("mlp", small_mnist, out=tmp_path / "b", epochs=2, seed=7, verbose=0)
+    _, other, _ = train_run("mlp", small_mnist, out=tmp_path / "c", epochs=2, seed=8, verbose=0)
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert first["test"]["loss"] != other["test"]["loss"]
+
+
+def test_ctrl_c_keeps_the_best_model_so_far(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(command("train", "--epochs", "50", "--out", str(out)),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Epoch 3/"):  # two epochs done
+            process.send_signal(signal.SIGINT)
+            break
+    output = "".join(lines) + process.stdout.read()
+    assert process.wait(timeout=120) == 130, output
+    assert "Traceback" not in output and "Interrupted" in output
+    config = json.loads((out / "config.json").read_text())
+    assert config["interrupted"] is True and config["best_epoch"] >= 2
+    assert (out / "model.keras").is_file() and (out / "report.md").is_file()
