@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .runs import atomic_path  # noqa: E402
@@ -33,6 +34,7 @@ def training_history(history: dict[str, list[float]], target: Path, title: str =
         if f"val_{key}" in history:
             axes.plot(epochs, history[f"val_{key}"], "s-", label="validation", markersize=3)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(label.lower())
         axes.set_title(label)
         axes.grid(alpha=0.3)
@@ -79,4 +81,5 @@ def misclassified(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
         axes.set_title(f"true {labels[index]} → {predicted[index]}\n"
                        f"{probabilities[index, predicted[index]]:.0%}", fontsize=8)
     figure.suptitle("Most confident mistakes (test set)" if len(wrong) else "No mistakes")
+    figure.tight_layout()
     _save(figure, target)
