@@ -11,10 +11,8 @@ import argparse
 import os
 import sys
 
-# TensorFlow's C++ start-up chatter drowns the command's own output; keep warnings.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from .errors import MnistDigitsError  # noqa: E402
+from .errors import MnistDigitsError
+from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
 
@@ -233,26 +231,11 @@ def _positive(args) -> None:
             raise MnistDigitsError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with stderr silenced: its C++ start-up lines ignore
-    TF_CPP_MIN_LOG_LEVEL. A failed import still raises, after stderr is back."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.handler is not cmd_data:
-        _import_tensorflow_quietly()
+    if args.handler is not cmd_data:  # `data` needs TensorFlow only to download
+        import_tensorflow_quietly()
     try:
         _positive(args)
         return args.handler(args)

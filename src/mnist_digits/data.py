@@ -190,7 +190,10 @@ def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
     Each download goes to a temporary folder beside the cache, is checked against its
     SHA-256, and only then is moved in: a damaged or partial file never stays.
     """
-    import keras  # heavy; only needed here
+    from .tensorflow_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # keras.utils.get_file needs it; slow, so only here
+    import keras
 
     folder.mkdir(parents=True, exist_ok=True)
     for key, (name, gz_sha, _) in FILES.items():
@@ -202,8 +205,6 @@ def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
             url = mirror.rstrip("/") + "/" + name
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
             try:
-                if progress:
-                    print(f"Downloading {url}", flush=True)
                 fetched = Path(keras.utils.get_file(
                     fname=name, origin=url, cache_dir=str(staging), cache_subdir=".",
                 ))
@@ -214,7 +215,8 @@ def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
                 os.replace(fetched, target)
                 break
             except Exception as error:  # network faults arrive as many types from urllib
-                failures.append(f"{url}: {error}")
+                # get_file words them "URL fetch failure on <url>: <code> -- <reason>".
+                failures.append(f"{url}: {str(error).split(' -- ')[-1]}")
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         else:
