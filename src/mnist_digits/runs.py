@@ -179,6 +179,11 @@ def load_classifier(path: str | Path):
         sidecar = path.parent / "metrics.json"
         info = read_json(sidecar) if path.name == MODEL_FILE else {}
         return KerasClassifier(model, model.name, info)
+    from .export import load_export  # lazily: LiteRT and SavedModel loading
+
+    exported = load_export(path)  # .tflite, SavedModel folder, TF Serving base folder
+    if exported is not None:
+        return exported
     raise ModelFileError(
         f"{path} is not a model: pass a run folder (with {MODEL_FILE}) or a .keras file"
     )

@@ -1,0 +1,548 @@
+"""Exports of a trained model, and the loaders that read them back as classifiers.
+
+    savedmodel      <out>/<version>/saved_model.pb + variables/   (TensorFlow Serving layout)
+    tflite          <out>/model.tflite   float32, or --quantize float16 / int8 (full integer)
+
+Every export folder also holds model_info.json (the source run's metrics and config, the
+export's own measurements and the SHA-256 of its files) and MODEL_CARD.md. An export is
+built in a hidden folder beside its target, measured on the full test set, and renamed
+into place only if it passed: a failed, interrupted or too-inaccurate export leaves
+nothing under the requested name.
+
+The loaders give the same interface as runs.KerasClassifier (.name, .info, .temperature,
+.predict_proba), so evaluate, predict and serve take exports as they take Keras models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .data import Mnist, sha256_of, to_model_input
+from .evaluation import per_class_metrics
+from .errors import MnistDigitsError, ModelFileError, RunFolderError, UsageError
+
+FORMATS = ("savedmodel", "tflite")
+QUANTIZATIONS = ("float32", "float16", "int8")  # TFLite only
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "images"  # float32 [batch, 28, 28], 0-1, white digit on black
+OUTPUT_NAME = "probabilities"  # float32 [batch, 10], softmax
+TFLITE_FILE = "model.tflite"
+INFO_FILE = "model_info.json"
+CARD_FILE = "MODEL_CARD.md"
+SIDE_FILES = (INFO_FILE, CARD_FILE)
+
+DEFAULT_MAX_ACCURACY_DROP = 0.5  # percentage points of test accuracy an export may lose
+REPRESENTATIVE_IMAGES = 500  # training images that calibrate int8 ranges
+BATCH_SIZE = 1024
+
+
+class AccuracyDropError(MnistDigitsError):
+    """The export ran but lost more test accuracy than allowed; nothing was written."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportResult:
+    path: Path  # what to load or serve: <out>/<version> or <out>/model.tflite
+    form: str  # savedmodel, tflite-float32, tflite-float16, tflite-int8
+    size_bytes: int
+    test_accuracy: float
+    source_test_accuracy: float
+    source_size_bytes: int
+    max_abs_difference: float  # largest |p_export - p_keras| over the test set
+    card: Path
+
+
+def format_size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "?"
+    if size_bytes < 1024:
+        return f"{size_bytes} bytes"
+    if size_bytes < 1024 ** 2:
+        return f"{size_bytes / 1024:.1f} KB"
+    return f"{size_bytes / 1024 ** 2:.2f} MB"
+
+
+def form_name(format: str, quantize: str | None = None) -> str:
+    return "savedmodel" if format == "savedmodel" else f"tflite-{quantize or 'float32'}"
+
+
+def check_options(format: str, quantize: str | None, version: int | None) -> None:
+    if format not in FORMATS:
+        raise UsageError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if quantize is not None and format != "tflite":
+        raise UsageError(f"--quantize applies to --format tflite only (got --format {format})")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UsageError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}")
+    if version is not None and format != "savedmodel":
+        raise UsageError(f"--version applies to --format savedmodel only (got --format {format})")
+    if version is not None and version < 1:
+        raise UsageError(f"--version must be a positive integer (got {version}); TF Serving counts from 1")
+
+
+def default_out(model_path: str | Path, form: str) -> Path:
+    """<run folder>/export/<form>, or <folder of a .keras file>/<stem>-export/<form>."""
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        return model_path / "export" / form
+    return model_path.parent / f"{model_path.stem}-export" / form
+
+
+# --- exporting ---------------------------------------------------------------------------
+
+def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel",
+                 quantize: str | None = None, out: str | Path | None = None, version: int | None = None,
+                 force: bool = False,
+                 max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> ExportResult:
+    """Export a run folder or .keras file; measure the export on the full test set.
+
+    Raises AccuracyDropError (and writes nothing) if the export's test accuracy is more
+    than `max_accuracy_drop` points below the Keras model's.
+    """
+    check_options(format, quantize, version)
+    form = form_name(format, quantize)
+    if format == "savedmodel":
+        version = version or 1
+    source = runs.load_classifier(model_path)
+    if not isinstance(source, runs.KerasClassifier):
+        raise ModelFileError(f"{model_path} is already an export; export from the run folder "
+                             "or .keras file it came from")
+    out = Path(out) if out else default_out(model_path, form)
+    target = out / str(version) if format == "savedmodel" else out
+    _check_target(out, target, format, force)
+
+    created = _make_parents(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        if format == "savedmodel":
+            write_savedmodel(source.model, staging)
+        else:
+            tflite = convert_to_tflite(source.model, quantize or "float32", data)
+            (staging / TFLITE_FILE).write_bytes(tflite)
+        info = _export_info(source, model_path, form, version, staging)
+        runs.write_json(staging / INFO_FILE, info)
+
+        exported = load_export(staging)
+        images, labels = to_model_input(data.x_test), data.y_test.astype(np.int64)
+        source_probabilities = source.predict_proba(images)
+        export_probabilities = exported.predict_proba(images)
+        source_accuracy = float(np.mean(source_probabilities.argmax(axis=1) == labels))
+        export_accuracy = float(np.mean(export_probabilities.argmax(axis=1) == labels))
+        difference = float(np.abs(export_probabilities - source_probabilities).max())
+        drop = 100 * (source_accuracy - export_accuracy)
+        if drop > max_accuracy_drop:
+            raise AccuracyDropError(
+                f"{form} export reaches {export_accuracy:.2%} test accuracy, {drop:.2f} points below "
+                f"the Keras model's {source_accuracy:.2%} (allowed: {max_accuracy_drop:g}); "
+                "nothing was written: use another --quantize, or --max-accuracy-drop to accept it")
+
+        source_size = _source_size(model_path)
+        info["export"].update({
+            "test_accuracy": export_accuracy, "test_count": int(len(labels)),
+            "source_test_accuracy": source_accuracy, "source_size_bytes": source_size,
+            "max_abs_difference": difference,
+            "per_class": per_class_metrics(labels, export_probabilities.argmax(axis=1)),
+        })
+        runs.write_json(staging / INFO_FILE, info)
+        from .model_card import render_model_card
+
+        runs.write_text(staging / CARD_FILE, render_model_card(info))
+        _make_readable(staging)
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # folders this export made, if they stayed empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return ExportResult(
+        path=target / TFLITE_FILE if format == "tflite" else target, form=form,
+        size_bytes=info["export"]["size_bytes"], test_accuracy=export_accuracy,
+        source_test_accuracy=source_accuracy, source_size_bytes=source_size,
+        max_abs_difference=difference, card=target / CARD_FILE,
+    )
+
+
+def write_savedmodel(model, folder: Path) -> None:
+    """A SavedModel whose `serving_default` maps images [n, 28, 28] -> probabilities [n, 10]."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
+        input_signature=[tf.TensorSpec([None, 28, 28], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(str(folder), verbose=False)
+
+
+def convert_to_tflite(model, quantize: str, data: Mnist) -> bytes:
+    """TFLite flatbuffer: float32; float16 weights; or int8 everywhere, input and output
+    included, with activation ranges calibrated on training images."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="mnist-digits-export-") as saved:
+        # Converting the SavedModel (not the Keras object) gives the TFLite file the
+        # same signature, names and dynamic batch as the SavedModel export.
+        write_savedmodel(model, Path(saved))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            calibration = representative_images(data)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        try:
+            with _quiet_stderr():
+                return converter.convert()
+        except Exception as error:  # the converter raises several types; one line is enough
+            raise ModelFileError(f"TFLite conversion ({quantize}) failed: {_first_line(error)}") from None
+
+
+def representative_images(data: Mnist, count: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
+    """A fixed random sample of the training split (never the test set) as float input."""
+    if len(data.x_train) == 0:
+        raise UsageError("int8 quantization needs training images to calibrate on; the data has none")
+    picked = np.random.default_rng(0).choice(len(data.x_train), min(count, len(data.x_train)),
+                                             replace=False)
+    return to_model_input(data.x_train[np.sort(picked)])
+
+
+def _check_target(out: Path, target: Path, format: str, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
+    if target.exists() and not target.is_dir():
+        raise RunFolderError(f"{target} exists and is not a folder; choose another --out or --version")
+    if force:
+        return
+    if target.is_dir() and any(target.iterdir()):
+        hint = "another --version, " if format == "savedmodel" else ""
+        raise RunFolderError(f"{target} already exists and is not empty; choose {hint}another --out, "
+                             "or add --force to replace it")
+    if format == "savedmodel" and out.is_dir():
+        # A TF Serving base folder may gain a new version; any other folder is refused.
+        others = [entry.name for entry in out.iterdir()
+                  if not entry.name.startswith(".") and not (entry.is_dir() and entry.name.isdigit())]
+        if others:
+            raise RunFolderError(f"{out} already exists and is not a TF Serving model folder (it holds "
+                                 f"{others[0]}); choose another --out, or add --force")
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created (deepest first) so a failure can undo it."""
+    created = []
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    for new in reversed(created):
+        try:
+            new.mkdir()
+        except OSError as error:
+            raise RunFolderError(f"cannot create {new}: {error.strerror}") from None
+    return created
+
+
+def _make_readable(folder: Path) -> None:
+    """Ordinary permissions (umask) instead of the private ones of temporary files, so a
+    TF Serving container or another user can read the export."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished export onto `target`; an old target (--force) goes only after."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / "previous")
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_info(source, model_path, form: str, version: int | None, folder: Path) -> dict:
+    import keras
+    import tensorflow as tf
+
+    files = _model_files(folder)
+    info = {key: value for key, value in source.info.items() if key != "config"}
+    return {
+        "metrics": info,
+        "config": source.info.get("config", {}),
+        "export": {
+            "form": form,
+            "format": form.split("-")[0],
+            "quantize": form.split("-")[1] if "-" in form else None,
+            "version": version,
+            "source": str(Path(model_path).resolve()),
+            "model": source.info.get("config", {}).get("model", source.name),
+            "signature": {"name": SIGNATURE, "input": INPUT_NAME, "output": OUTPUT_NAME},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "ai_edge_litert": _litert_version()},
+            "size_bytes": sum((folder / name).stat().st_size for name in files),
+            "files": files,
+        },
+    }
+
+
+def _model_files(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file of the model proper (not the card or info)."""
+    return {path.relative_to(folder).as_posix(): sha256_of(path)
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.relative_to(folder).as_posix() not in SIDE_FILES}
+
+
+def _source_size(model_path) -> int:
+    path = Path(model_path)
+    return (path / runs.MODEL_FILE if path.is_dir() else path).stat().st_size
+
+
+def _litert_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ai-edge-litert")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# --- loading -----------------------------------------------------------------------------
+
+def find_export(path: str | Path) -> tuple[str, Path] | None:
+    """("tflite" | "savedmodel", the file or folder to load), or None if `path` is no export.
+
+    Accepts a .tflite file, a folder holding model.tflite, a SavedModel folder, and a TF
+    Serving base folder (its highest numbered version, as TF Serving serves by default).
+    """
+    path = Path(path)
+    if path.is_file():
+        return ("tflite", path) if path.suffix == ".tflite" else None
+    if not path.is_dir():
+        return None
+    if (path / "saved_model.pb").is_file():
+        return "savedmodel", path
+    if (path / TFLITE_FILE).is_file():
+        return "tflite", path / TFLITE_FILE
+    versions = sorted((int(entry.name), entry) for entry in path.iterdir()
+                      if entry.is_dir() and entry.name.isdigit() and (entry / "saved_model.pb").is_file())
+    return ("savedmodel", versions[-1][1]) if versions else None
+
+
+def load_export(path: str | Path):
+    """The export at `path` as a classifier, or None if `path` is not an export."""
+    found = find_export(path)
+    if found is None:
+        return None
+    kind, location = found
+    folder = location if kind == "savedmodel" else location.parent
+    info = _read_info(folder)
+    files = info.get("export", {}).get("files", {})
+    if kind == "tflite":  # only the file being loaded, which may have been renamed
+        files = {location.name: files[location.name]} if location.name in files else {}
+    _verify_files(folder, files)
+    if kind == "savedmodel":
+        return SavedModelClassifier(location, info)
+    return TFLiteClassifier(location, info)
+
+
+def _read_info(folder: Path) -> dict:
+    """classifier.info: the source run's metrics, plus "config" and "export"."""
+    stored = runs.read_json(folder / INFO_FILE)
+    if not stored:
+        return {}
+    return {**stored.get("metrics", {}), "config": stored.get("config", {}),
+            "export": stored.get("export", {})}
+
+
+def _verify_files(folder: Path, files: dict[str, str]) -> None:
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelFileError(f"{path} is missing; the export is incomplete: export it again")
+        if sha256_of(path) != expected:
+            raise ModelFileError(f"{path}: checksum differs from {INFO_FILE}; the file is damaged: "
+                                 "export it again")
+
+
+def _display_name(info: dict, fallback: str, form: str) -> str:
+    model = info.get("export", {}).get("model") or info.get("config", {}).get("model") or fallback
+    return f"{model} ({form.replace('-', ' ')})"
+
+
+class _ExportedClassifier:
+    """What both loaders share with runs.KerasClassifier."""
+
+    info: dict
+
+    @property
+    def temperature(self) -> float:
+        return float(self.info.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def parameter_count(self) -> int:
+        parameters = self.info.get("config", {}).get("parameters")
+        if parameters is None:
+            raise AttributeError("parameter_count is unknown for an export without model_info.json")
+        return int(parameters)
+
+    @staticmethod
+    def _as_batch(images) -> np.ndarray:
+        return np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
+
+
+class SavedModelClassifier(_ExportedClassifier):
+    """A SavedModel's serving_default signature. Concrete functions are thread-safe."""
+
+    def __init__(self, folder: Path, info: dict):
+        import tensorflow as tf
+
+        try:
+            self._loaded = tf.saved_model.load(str(folder))  # kept: it owns the variables
+        except Exception as error:  # TF raises many types for a damaged SavedModel
+            raise ModelFileError(f"{folder}: cannot load the SavedModel ({_first_line(error)}); "
+                                 "the export is damaged: export it again") from None
+        signature = self._loaded.signatures.get(SIGNATURE)
+        if signature is None:
+            raise ModelFileError(f"{folder}: the SavedModel has no {SIGNATURE!r} signature; "
+                                 "export it with mnist-digits export")
+        inputs = list(signature.structured_input_signature[1])
+        outputs = list(signature.structured_outputs)
+        if len(inputs) != 1:
+            raise ModelFileError(f"{folder}: {SIGNATURE} takes {len(inputs)} inputs; expected one "
+                                 "batch of 28x28 images")
+        self._signature, self._input = signature, inputs[0]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        self.path, self.info = folder, info
+        self.name = _display_name(info, folder.name, "savedmodel")
+
+    def predict_proba(self, images) -> np.ndarray:
+        import tensorflow as tf
+
+        images = self._as_batch(images)
+        if len(images) == 0:
+            return np.zeros((0, 10), dtype=np.float32)
+        return np.concatenate([
+            self._signature(**{self._input: tf.constant(images[start:start + BATCH_SIZE])})[self._output].numpy()
+            for start in range(0, len(images), BATCH_SIZE)
+        ])
+
+
+class TFLiteClassifier(_ExportedClassifier):
+    """A .tflite file run by the LiteRT interpreter.
+
+    One interpreter behind a lock (an interpreter is not thread-safe); its input is
+    resized to the batch when the batch size changes. Integer models get their input
+    quantised and their output dequantised with the tensors' own scale and zero point.
+    """
+
+    def __init__(self, path: Path, info: dict):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with _quiet_stderr():
+                self._interpreter = Interpreter(model_path=str(path))
+                self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelFileError(f"{path}: not a usable TFLite model ({_first_line(error)}); "
+                                 "the file is damaged or not a .tflite flatbuffer") from None
+        input_detail = self._interpreter.get_input_details()
+        output_detail = self._interpreter.get_output_details()
+        if len(input_detail) != 1 or int(np.prod(input_detail[0]["shape"][1:])) != 28 * 28 \
+                or len(output_detail) != 1 or int(output_detail[0]["shape"][-1]) != 10:
+            raise ModelFileError(f"{path}: not a digit classifier (expected one input of 28x28 "
+                                 "images and one output of 10 probabilities)")
+        self._input, self._output = input_detail[0], output_detail[0]
+        self._image_shape = tuple(int(d) for d in self._input["shape"][1:])
+        self._batch = int(self._input["shape"][0])
+        self._lock = threading.Lock()
+        self.path, self.info = path, info
+        form = info.get("export", {}).get("form") or f"tflite-{np.dtype(self._input['dtype']).name}"
+        self.name = _display_name(info, path.stem, form)
+
+    def predict_proba(self, images) -> np.ndarray:
+        images = self._as_batch(images)
+        if len(images) == 0:
+            return np.zeros((0, 10), dtype=np.float32)
+        with self._lock:
+            return np.concatenate([self._invoke(images[start:start + BATCH_SIZE])
+                                   for start in range(0, len(images), BATCH_SIZE)])
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        interpreter = self._interpreter
+        if len(batch) != self._batch:
+            interpreter.resize_tensor_input(self._input["index"], [len(batch), *self._image_shape])
+            interpreter.allocate_tensors()
+            self._batch = len(batch)
+        interpreter.set_tensor(self._input["index"],
+                               _quantize(batch.reshape(len(batch), *self._image_shape), self._input))
+        interpreter.invoke()
+        probabilities = _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+        if np.issubdtype(self._output["dtype"], np.integer):
+            # Integer outputs come in steps of 1/256 and need not sum to 1; renormalise so
+            # temperature scaling and the displayed confidences see a distribution.
+            probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+        return probabilities.reshape(len(batch), 10)
+
+
+def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    if not np.issubdtype(detail["dtype"], np.integer):
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C++ chatter written straight to file descriptor 2 (converter statistics,
+    "Created TensorFlow Lite XNNPACK delegate"); Python exceptions still carry the errors."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some notebooks): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
