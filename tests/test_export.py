@@ -248,6 +248,30 @@ def test_damaged_file_inside_an_export_is_caught_by_its_checksum(exports, tmp_pa
     assert "checksum" in one_error_line(capsys)
 
 
+def test_damaged_savedmodel_is_a_one_line_error(exports, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "savedmodel"
+    shutil.copytree(exports["savedmodel"].path, copy)
+    (copy / "model_info.json").unlink()  # a bare SavedModel: no checksums to catch it early
+    (copy / "saved_model.pb").write_bytes(os.urandom(2000))
+    assert run_cli("evaluate", copy, "--out", tmp_path / "e") == 2
+    assert "cannot load the SavedModel" in one_error_line(capsys)
+    assert not (tmp_path / "e").exists()
+
+
+def test_interrupted_export_leaves_nothing(mlp_run, mnist, tmp_path, monkeypatch):
+    from mnist_digits import export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "convert_to_tflite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(mlp_run, mnist, format="tflite", out=tmp_path / "a" / "b")
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_export_cannot_be_exported_again(exports, tmp_path, capsys):
     assert run_cli("export", exports["tflite-int8"].path, "--format", "savedmodel",
                    "--out", tmp_path / "again") == 2
