@@ -1,0 +1,188 @@
+"""Load test of `mnist-digits serve` on 127.0.0.1: N concurrent clients for T seconds.
+
+    .venv/bin/python benchmarks/serve_load.py RUN_FOLDER [--clients 16] [--seconds 10]
+
+Starts the real command (`mnist-digits serve MODEL --port 0 --quiet`) in its own process,
+then keeps N keep-alive connections busy, each sending its next request as soon as the
+last one is answered, for T seconds or at most --max-requests requests per scenario.
+Scenarios:
+    health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
+    canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
+    upload    POST /api/predict as multipart field `file`, as the page's photo upload
+Prints requests/s, p50 and p99 latency, errors, and req/s as a fraction of the baseline.
+Issue 4's target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
+p99 <= 100 ms, no errors. The client runs on the same machine and takes its share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+try:
+    import aiohttp  # a light client: httpx spends ~2 ms of CPU per request, aiohttp ~0.15
+except ImportError:
+    raise SystemExit("this benchmark needs aiohttp: .venv/bin/pip install aiohttp") from None
+
+TARGET = {"rate": 300.0, "p99_ms": 100.0}
+
+
+def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
+    """MNIST test digits as the drawing page sends them: 140x140 PNG, dark ink on white."""
+    from mnist_digits.data import load_mnist
+
+    digits = load_mnist(progress=False).x_test[:count]
+    pngs = []
+    for digit in digits:
+        image = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def start_server(model: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    for line in server.stdout:
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        if found:
+            url = found.group(1)
+            break
+        if time.monotonic() > deadline:
+            break
+    else:
+        raise SystemExit(f"the server did not start: {server.wait()}")
+    # Keep reading its output so a chatty server never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+    while time.monotonic() < deadline:  # the line comes as the model loads; wait for uvicorn
+        try:
+            with urllib.request.urlopen(url + "/api/health", timeout=2):
+                return server, url
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the server did not answer /api/health")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by process `pid`, or by this one."""
+    if pid is None:
+        usage = os.times()
+        return usage.user + usage.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def request_maker(scenario: str, pngs: list[bytes]):
+    """(session, i) -> the i-th request of `scenario`, as an aiohttp request context."""
+    if scenario == "health":
+        return lambda session, i: session.get("/api/health")
+    if scenario == "canvas":
+        return lambda session, i: session.post("/api/predict", data=pngs[i % len(pngs)],
+                                               headers={"Content-Type": "image/png"})
+    if scenario == "upload":
+        def upload(session, i):
+            form = aiohttp.FormData()
+            form.add_field("file", pngs[i % len(pngs)], filename="digit.png", content_type="image/png")
+            return session.post("/api/predict", data=form)
+        return upload
+    raise ValueError(scenario)
+
+
+async def run_load(url: str, make_request, clients: int, seconds: float, max_requests: int,
+                   server_pid: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+
+    async def send(session, i) -> bool:
+        async with make_request(session, i) as response:
+            await response.read()
+            return response.status == 200
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+        # Warm-up: open the connections, trace the model's call for the batch sizes to come.
+        await asyncio.gather(*(send(session, i) for i in range(clients * 4)))
+        started = time.perf_counter()
+        deadline = started + seconds
+        cpu_before = cpu_seconds(server_pid), cpu_seconds()
+
+        async def one_client():
+            nonlocal errors, issued
+            while time.perf_counter() < deadline and issued < max_requests:
+                issued += 1
+                sent = time.perf_counter()
+                try:
+                    errors += not await send(session, issued)
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+                latencies.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+        server_cpu, client_cpu = cpu_seconds(server_pid) - cpu_before[0], cpu_seconds() - cpu_before[1]
+    latency_ms = np.array(latencies) * 1000.0
+    return {"requests": len(latencies), "errors": errors, "rate": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(latency_ms, 50)), "p99_ms": float(np.percentile(latency_ms, 99)),
+            "server_cpu_ms": server_cpu * 1000 / len(latencies), "client_cpu_ms": client_cpu * 1000 / len(latencies)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="run folder or model file (issue 4's target is for the mlp model)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per scenario (default: 10)")
+    parser.add_argument("--max-requests", type=int, default=20000, help="cap per scenario (default: 20000)")
+    parser.add_argument("--scenarios", default="health,canvas,upload", help="comma-separated")
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
+        parser.error("--clients must be 1-256 and --seconds 0-120")
+
+    pngs = canvas_pngs()
+    server, url = start_server(args.model)
+    try:
+        results = {}
+        for scenario in args.scenarios.split(","):
+            results[scenario] = asyncio.run(run_load(url, request_maker(scenario, pngs), args.clients,
+                                                     args.seconds, args.max_requests, server.pid))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+    baseline = results.get("health")
+    print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, server on {url} "
+          f"({os.cpu_count()} CPUs, shared with the client)")
+    print(f"{'scenario':<10} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'vs health':>10} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
+    for scenario, result in results.items():
+        ratio = f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
+        print(f"{scenario:<10} {result['requests']:>9} {result['errors']:>7} {result['rate']:>8.0f} "
+              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} "
+              f"{result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f}")
+    canvas = results.get("canvas")
+    if canvas:
+        met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
+               and canvas["errors"] == 0)
+        print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
+              f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors: {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""`mnist-digits serve`: an HTTP API and a page to draw a digit on (see app.py).
+
+    from mnist_digits.predict import Predictor
+    from mnist_digits.serve import create_app, running, serve
+
+    serve("runs/mlp-...")                          # blocks; what the command does
+    with running(create_app(Predictor.from_path("runs/mlp-..."))) as url:
+        ...                                        # a server in a background thread
+"""
+
+from .app import MAX_BATCH, MAX_BODY_BYTES, create_app
+from .server import running, serve
+
+__all__ = ["create_app", "serve", "running", "MAX_BODY_BYTES", "MAX_BATCH"]

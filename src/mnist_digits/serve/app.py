@@ -1,0 +1,250 @@
+"""The HTTP API and the drawing page: a FastAPI app over one Predictor.
+
+    GET  /                    the drawing page (static/: every asset served here, no CDN)
+    POST /api/predict         one image: multipart field `file`, or a raw body with an image/* type
+    POST /api/predict/batch   up to MAX_BATCH images: multipart fields `files`; one answer or error each
+    GET  /api/health          {"status": "ok"}
+    GET  /api/model           the served model: name, parameters, test accuracy from its run
+    GET  /docs                OpenAPI docs
+
+An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where "image" is the
+28x28 picture the model saw after preparation, as a PNG data URL.
+
+Every error is JSON {"error": "<one line>"}, never a traceback:
+    400  malformed multipart, no `file` field, or bytes that are not a readable image
+         (damaged, unknown format, too many pixels: decompression bombs stop here)
+    413  a body over MAX_BODY_BYTES (Content-Length checked first, bytes counted while reading)
+    415  a body that is neither multipart/form-data nor image/*
+    422  a readable image with no digit in it (a blank canvas): "no digit found ..."
+
+Preparation and prediction are preprocess.py and predict.py, shared with `mnist-digits predict`.
+Decoding and preparing run in the thread pool, off the event loop; the model call goes through
+a MicroBatcher, so concurrent requests share one compiled call on one model instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import logging
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from .. import preprocess
+from ..errors import InputImageError
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_BATCH = 64
+STATIC_DIR = Path(__file__).parent / "static"
+# How preprocess.prepare begins its message for a readable image with nothing in it.
+NO_DIGIT = "no digit found"
+
+log = logging.getLogger("mnist_digits.serve")
+
+# The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
+# request itself so that one route takes both a form upload and a raw image body).
+_IMAGE_BODY = {"type": "string", "format": "binary"}
+_PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": _IMAGE_BODY}}},
+    "image/*": {"schema": _IMAGE_BODY},
+}}}
+_BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": _IMAGE_BODY, "maxItems": MAX_BATCH}}}},
+}}}
+
+
+class MicroBatcher:
+    """Runs the model on the prepared images of concurrent requests in one call.
+
+    There is no waiting window: while one call runs, newly arrived requests queue up and
+    become the next call. A lone request pays no delay; a busy server makes fewer, larger
+    calls, one at a time, on one model instance.
+    """
+
+    def __init__(self, predict_prepared, max_images: int = 256):
+        self._predict_prepared = predict_prepared
+        self._max_images = max_images
+        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+
+    async def predict(self, images: np.ndarray) -> list[dict]:
+        """Answers for `images` (n, 28, 28), prepared."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((images, future))
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, count = [], 0
+                while self._pending and (not batch or count + len(self._pending[0][0]) <= self._max_images):
+                    batch.append(self._pending.pop(0))
+                    count += len(batch[-1][0])
+                stacked = np.concatenate([images for images, _ in batch])
+                try:
+                    answers = await run_in_threadpool(self._predict_prepared, stacked)
+                except Exception as error:  # a bug: every waiting request learns of it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                start = 0
+                for images, future in batch:
+                    if not future.done():  # a client that hung up leaves a cancelled future
+                        future.set_result(answers[start:start + len(images)])
+                    start += len(images)
+        finally:
+            self._worker = None
+
+
+def image_data_url(prepared: np.ndarray) -> str:
+    """The prepared 28x28 image as a PNG data URL the page can show."""
+    return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
+
+
+def answer_json(answer: dict, prepared: np.ndarray) -> dict:
+    return {
+        "digit": answer["digit"],
+        "confidence": answer["confidence"],
+        "probabilities": answer["probabilities"],
+        "unsure": answer["unsure"],
+        "image": image_data_url(prepared),
+    }
+
+
+def prepare_upload(data: bytes) -> np.ndarray:
+    """Image bytes -> the (28, 28) model input; HTTPException 422 for an image with no
+    digit (preprocess says "no digit found ..."), 400 for anything unreadable."""
+    try:
+        return preprocess.prepare(data)
+    except InputImageError as error:
+        message = str(error)
+        raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single_image(request: Request) -> bytes:
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "send the image as the multipart file field 'file'")
+        return await upload.read()
+    if kind.startswith("image/"):
+        return await request.body()
+    raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
+                             "'file' field, or the image itself with an image/* Content-Type")
+
+
+async def read_batch_images(request: Request) -> list[bytes]:
+    if media_type(request) != "multipart/form-data":
+        raise HTTPException(415, "send multipart/form-data with one 'files' field per image")
+    form = await request.form(max_files=MAX_BATCH, max_fields=10)
+    uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+    if not uploads:
+        raise HTTPException(400, f"send 1 to {MAX_BATCH} images as multipart file fields 'files'")
+    return [await upload.read() for upload in uploads]
+
+
+def model_summary(predictor) -> dict:
+    classifier = predictor.classifier
+    info = getattr(classifier, "info", {})
+    parameters = info.get("config", {}).get("parameters")
+    if parameters is None and hasattr(classifier, "parameter_count"):
+        parameters = classifier.parameter_count
+    return {
+        "name": classifier.name,
+        "parameters": parameters,
+        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "calibration_temperature": predictor.temperature,
+        "unsure_below": predictor.unsure_below,
+    }
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(predictor) -> FastAPI:
+    """The app serving `predictor` (a predict.Predictor: one model instance, traced call)."""
+    app = FastAPI(
+        title="mnist-digits",
+        summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
+        version=__import__("mnist_digits").__version__,
+        # Starlette refuses a declared Content-Length over the limit before reading, and
+        # counts the bytes of a body without one as they arrive: nothing unbounded is buffered.
+        max_body_size=MAX_BODY_BYTES,
+    )
+    batcher = MicroBatcher(predictor.predict_prepared)
+    # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
+    cpu_bound = anyio.CapacityLimiter(os.cpu_count() or 1)
+    summary = model_summary(predictor)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error: HTTPException):
+        if error.status_code == 413:
+            return error_response(413, f"request body over {MAX_BODY_BYTES // 2**20} MiB; send a smaller image")
+        return error_response(error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, error: RequestValidationError):
+        first = error.errors()[0] if error.errors() else {}
+        return error_response(422, str(first.get("msg", "invalid request")))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request, error: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error; the server log has the details")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/api/health", summary="Is the server up")
+    async def health():
+        return {"status": "ok", "model": summary["name"]}
+
+    @app.get("/api/model", summary="The served model: name, parameters, test accuracy")
+    async def model():
+        return summary
+
+    @app.post("/api/predict", summary="Read the digit in one image", openapi_extra=_PREDICT_BODY,
+              responses={400: {"description": "not a readable image, or malformed multipart"},
+                         413: {"description": "body over 4 MiB"},
+                         415: {"description": "neither multipart/form-data nor image/*"},
+                         422: {"description": "no digit found in the image"}})
+    async def predict(request: Request):
+        data = await read_single_image(request)
+        prepared = await anyio.to_thread.run_sync(prepare_upload, data, limiter=cpu_bound)
+        [answer] = await batcher.predict(prepared[np.newaxis])
+        return answer_json(answer, prepared)
+
+    @app.post("/api/predict/batch", summary=f"Read the digits in up to {MAX_BATCH} images",
+              openapi_extra=_BATCH_BODY,
+              responses={200: {"description": '{"results": [answer or {"error": ...}, ...]} in order'}})
+    async def predict_batch(request: Request):
+        items = await read_batch_images(request)
+        answers = await anyio.to_thread.run_sync(predictor.predict_images, items, limiter=cpu_bound)
+        return {"results": [{"error": answer["error"]} if "error" in answer
+                            else answer_json(answer, answer["prepared"]) for answer in answers]}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,274 @@
+// The drawing page: pointer events draw on the canvas (mouse, touch, pen); the drawing
+// is sent as a PNG to /api/predict while drawing (one request in flight at a time) and
+// when the stroke ends; the answer fills #prediction, #probabilities and #seen.
+"use strict";
+
+const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;  // the server's limit
+const UPLOAD_SIDE = 1024;                  // bigger photos are scaled down before sending
+const PREDICT_EVERY_MS = 120;              // while drawing, at most this often
+// The drawing is sent at half the pad's size: 140 px is five times what the model sees,
+// and the server prepares it in about a third of the time 280 px takes.
+const SEND_SIDE = 140;
+
+const canvas = document.getElementById("canvas");
+const context = canvas.getContext("2d");
+const clearButton = document.getElementById("clear");
+const upload = document.getElementById("upload");
+const prediction = document.getElementById("prediction");
+const probabilities = document.getElementById("probabilities");
+const seen = document.getElementById("seen");
+const message = document.getElementById("message");
+
+let drawing = false;
+let hasInk = false;
+let lastPoint = null;
+let inFlight = false;     // a request is on its way
+let wanted = false;       // the drawing changed since that request was sent
+let lastSent = 0;
+let uploading = false;
+let generation = 0;       // bumped by Clear: answers for an older drawing are dropped
+
+// #prediction has aria-busy="true" while an answer is still to come (drawing, a request
+// on its way or waiting to be sent): for screen readers, and for automation to wait on.
+function updateBusy() {
+  prediction.setAttribute("aria-busy", String(drawing || inFlight || wanted || uploading));
+}
+
+// --- the bar chart: ten bars, built once --------------------------------------------
+const bars = [];
+for (let digit = 0; digit < 10; digit++) {
+  const column = document.createElement("div");
+  column.className = "bar";
+  column.innerHTML = '<span class="value"></span><span class="track"><span class="fill"></span></span>' +
+                     `<span class="label">${digit}</span>`;
+  probabilities.appendChild(column);
+  bars.push({ column, fill: column.querySelector(".fill"), value: column.querySelector(".value") });
+}
+
+function showProbabilities(values, best) {
+  bars.forEach((bar, digit) => {
+    const p = values ? values[digit] : 0;
+    bar.fill.style.height = `${(p * 100).toFixed(1)}%`;
+    bar.value.textContent = values && p >= 0.005 ? `${Math.round(p * 100)}` : "";
+    bar.column.classList.toggle("best", values !== null && digit === best);
+    bar.column.title = values ? `${digit}: ${(p * 100).toFixed(1)}%` : "";
+  });
+}
+
+// --- drawing ------------------------------------------------------------------------
+function resetCanvas() {
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.strokeStyle = "#111";
+  context.fillStyle = "#111";
+  context.lineCap = "round";
+  context.lineJoin = "round";
+  // MNIST strokes are about a tenth of the digit's height: a tenth of the pad reads well.
+  context.lineWidth = canvas.width / 14;
+}
+
+function canvasPoint(event) {
+  const box = canvas.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * canvas.width / box.width,
+           y: (event.clientY - box.top) * canvas.height / box.height };
+}
+
+function dot(point) {
+  context.beginPath();
+  context.arc(point.x, point.y, context.lineWidth / 2, 0, 2 * Math.PI);
+  context.fill();
+}
+
+function lineTo(point) {
+  context.beginPath();
+  context.moveTo(lastPoint.x, lastPoint.y);
+  context.lineTo(point.x, point.y);
+  context.stroke();
+  lastPoint = point;
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  drawing = true;
+  hasInk = true;
+  lastPoint = canvasPoint(event);
+  dot(lastPoint);
+  message.textContent = "";
+  updateBusy();
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  event.preventDefault();
+  // Pens and fast fingers deliver several points per frame: draw them all.
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const each of events.length ? events : [event]) lineTo(canvasPoint(each));
+  if (performance.now() - lastSent >= PREDICT_EVERY_MS) requestPrediction();
+  else { wanted = true; updateBusy(); }
+});
+
+function endStroke(event) {
+  if (!drawing) return;
+  drawing = false;
+  if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
+  requestPrediction();
+  updateBusy();
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+clearButton.addEventListener("click", () => {
+  generation++;
+  resetCanvas();
+  hasInk = false;
+  wanted = false;
+  upload.value = "";
+  message.textContent = "";
+  showEmpty("Draw a digit");
+  updateBusy();
+});
+
+// --- asking the server ----------------------------------------------------------------
+function requestPrediction() {
+  if (!hasInk) return;
+  if (inFlight) { wanted = true; updateBusy(); return; }
+  wanted = false;
+  inFlight = true;
+  updateBusy();
+  lastSent = performance.now();
+  const sentFor = generation;
+  const small = document.createElement("canvas");
+  small.width = small.height = SEND_SIDE;
+  const smallContext = small.getContext("2d");
+  smallContext.imageSmoothingQuality = "high";
+  smallContext.drawImage(canvas, 0, 0, SEND_SIDE, SEND_SIDE);
+  small.toBlob(async (png) => {
+    try {
+      await predict(png, { "Content-Type": "image/png" }, sentFor);
+    } finally {
+      inFlight = false;
+      if (wanted && generation === sentFor) requestPrediction();
+      else wanted = false;
+      updateBusy();
+    }
+  }, "image/png");
+}
+
+async function predict(body, headers, sentFor) {
+  let response, answer;
+  try {
+    response = await fetch("/api/predict", { method: "POST", body, headers });
+    answer = await response.json();
+  } catch (error) {
+    if (generation === sentFor) showError("The server did not answer; is it still running?");
+    return;
+  }
+  if (generation !== sentFor) return;  // cleared meanwhile
+  if (response.ok) showAnswer(answer);
+  else if (response.status === 422) showEmpty("No digit found", answer.error);
+  else showError(answer.error || `The server said ${response.status}.`);
+}
+
+function showAnswer(answer) {
+  const percent = answer.confidence >= 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(answer.confidence >= 0.995 ? 1 : 0);
+  prediction.className = answer.unsure ? "unsure" : "sure";
+  prediction.innerHTML = "";
+  const digit = document.createElement("span");
+  digit.className = "digit";
+  digit.textContent = String(answer.digit);
+  const detail = document.createElement("span");
+  detail.className = "detail";
+  detail.textContent = answer.unsure ? `${percent}% · unsure` : `${percent}% sure`;
+  prediction.append(digit, " ", detail);
+  showProbabilities(answer.probabilities, answer.digit);
+  seen.src = answer.image;
+  seen.classList.add("shown");
+  message.textContent = "";
+}
+
+function showEmpty(text, detail) {
+  prediction.className = "empty";
+  prediction.textContent = text;
+  showProbabilities(null);
+  seen.removeAttribute("src");
+  seen.classList.remove("shown");
+  message.textContent = detail || "";
+}
+
+function showError(text) {
+  message.textContent = text;
+}
+
+// --- uploading a photo ----------------------------------------------------------------
+upload.addEventListener("change", async () => {
+  const file = upload.files && upload.files[0];
+  if (!file) return;
+  generation++;
+  const sentFor = generation;
+  uploading = true;
+  updateBusy();
+  try {
+    showPhoto(file);
+    message.textContent = "Reading the photo…";
+    let body = file;
+    if (file.size > MAX_UPLOAD_BYTES) {
+      body = await shrink(file);  // a phone photo is often over the limit: send it smaller
+      if (!body) { showError("That photo is over 4 MiB and this browser cannot shrink it."); return; }
+    }
+    const form = new FormData();
+    form.append("file", body, file.name || "photo");
+    await predict(form, {}, sentFor);
+  } finally {
+    uploading = false;
+    updateBusy();
+  }
+});
+
+// Show the photo on the pad (fitted, on white) so the page shows what was read.
+async function showPhoto(file) {
+  try {
+    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    resetCanvas();
+    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+    const width = bitmap.width * scale, height = bitmap.height * scale;
+    context.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    hasInk = false;  // drawing on top starts a new drawing from the photo
+  } catch (error) {
+    // Not decodable here (e.g. HEIC in some browsers): the server still gets the file.
+  }
+}
+
+async function shrink(file) {
+  try {
+    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+    const small = document.createElement("canvas");
+    small.width = Math.round(bitmap.width * scale);
+    small.height = Math.round(bitmap.height * scale);
+    small.getContext("2d").drawImage(bitmap, 0, 0, small.width, small.height);
+    return await new Promise((resolve) => small.toBlob(resolve, "image/jpeg", 0.92));
+  } catch (error) {
+    return null;
+  }
+}
+
+// --- start ------------------------------------------------------------------------------
+async function showModel() {
+  const info = document.getElementById("model-info");
+  try {
+    const model = await (await fetch("/api/model")).json();
+    const parts = [`Model ${model.name}`];
+    if (model.parameters) parts.push(`${model.parameters.toLocaleString("en")} parameters`);
+    if (model.test_accuracy) parts.push(`${(model.test_accuracy * 100).toFixed(2)}% on the MNIST test set`);
+    info.textContent = parts.join(" · ");
+  } catch (error) {
+    info.textContent = "Model information unavailable";
+  }
+}
+
+resetCanvas();
+showProbabilities(null);
+updateBusy();
+showModel();
