@@ -48,17 +48,6 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from .pipeline import train_run
 
-    if args.ensemble is not None:  # issue 5: N seeds, one model averaging their probabilities
-        from .ensemble import train_ensemble
-
-        run_dir, metrics, interrupted = train_ensemble(
-            args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
-            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-            verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
-            arguments={k: v for k, v in vars(args).items() if k != "handler"})
-        print(f"{metrics['model']}{' (interrupted)' if interrupted else ''}: test accuracy "
-              f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
-        return 130 if interrupted else 0
     data = _load_data(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
