@@ -161,11 +161,14 @@ def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel"
         runs.write_text(staging / CARD_FILE, render_model_card(info))
         _make_readable(staging)
         _move_into_place(staging, target)
-    except BaseException:
+    except BaseException as error:  # Ctrl-C included: no half-written export stays behind
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # folders this export made, if they stayed empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if isinstance(error, OSError):
+            raise RunFolderError(f"cannot write {target}: {error.strerror or error}; "
+                                 "free some space or choose another --out") from None
         raise
     return ExportResult(
         path=target / TFLITE_FILE if format == "tflite" else target, form=form,
@@ -443,10 +446,10 @@ class SavedModelClassifier(_ExportedClassifier):
         images = self._as_batch(images)
         if len(images) == 0:
             return np.zeros((0, 10), dtype=np.float32)
-        return np.concatenate([
-            self._signature(**{self._input: tf.constant(images[start:start + BATCH_SIZE])})[self._output].numpy()
-            for start in range(0, len(images), BATCH_SIZE)
-        ])
+        batches = (tf.constant(images[start:start + BATCH_SIZE])
+                   for start in range(0, len(images), BATCH_SIZE))
+        return np.concatenate([self._signature(**{self._input: batch})[self._output].numpy()
+                               for batch in batches])
 
 
 class TFLiteClassifier(_ExportedClassifier):

@@ -30,10 +30,10 @@ def _summary(model: str, form: str, export: dict) -> str:
     rows = ""
     if accuracy is not None and source_accuracy is not None:
         rows = f"""
-|                                 | Keras model (source) | This export ({form}) |
-|---------------------------------|---------------------:|---------------------:|
+| | Keras model (source) | This export ({form}) |
+|-|---------------------:|---------------------:|
 | Test accuracy ({export.get('test_count', 10000):,} images) | {source_accuracy:.2%} | {accuracy:.2%} |
-| Size                            | {format_size(export.get('source_size_bytes'))} | {format_size(export.get('size_bytes'))} |
+| Size | {format_size(export.get('source_size_bytes'))} | {format_size(export.get('size_bytes'))} |
 
 Largest difference of any probability from the Keras model's over the test set:
 {export.get('max_abs_difference', float('nan')):.2g}.
@@ -159,11 +159,10 @@ def _metrics(metrics: dict, export: dict) -> str:
     export_classes = export.get("per_class", {})
     rows = []
     for digit, values in metrics["per_class"].items():
-        own = export_classes.get(digit, {})
-        rows.append(f"| {digit} | {values['support']:,} | {values['precision']:.2%} | {values['recall']:.2%} | "
-                    f"{values['f1']:.2%} | {own['recall']:.2%} |" if own else
-                    f"| {digit} | {values['support']:,} | {values['precision']:.2%} | {values['recall']:.2%} | "
-                    f"{values['f1']:.2%} | - |")
+        own = export_classes.get(digit)
+        rows.append(f"| {digit} | {values['support']:,} | {values['precision']:.2%} | "
+                    f"{values['recall']:.2%} | {values['f1']:.2%} | "
+                    f"{format(own['recall'], '.2%') if own else '-'} |")
     confused = ", ".join(f"{pair['true']} read as {pair['predicted']} ({pair['count']})"
                          for pair in metrics.get("most_confused", []))
     return f"""
@@ -198,7 +197,8 @@ def _calibration(metrics: dict, form: str) -> str:
 
 A temperature T = {calibration['temperature']:.3f} was fitted on the validation split
 ({calibration.get('method', 'temperature scaling')}); calibrated probabilities are
-softmax(log p / T) (T above 1: the raw probabilities were over-confident; below 1: under-confident). Expected calibration error on the test set: {calibration['test_ece_before']:.4f}
+softmax(log p / T); T above 1 means the raw probabilities were over-confident, below 1
+under-confident. Expected calibration error on the test set: {calibration['test_ece_before']:.4f}
 before, {calibration['test_ece_after']:.4f} after. `mnist-digits predict` and `serve` apply it; the
 exported graph returns the uncalibrated probabilities. The temperature was fitted on the Keras
 model's outputs and carries over to the export, whose probabilities match them closely.{note}
