@@ -84,13 +84,14 @@ def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
     """Evaluate a saved model (run folder, .keras, or export) into `out`."""
     classifier = runs.load_classifier(path)
     path = Path(path)
-    default = path if path.is_dir() else path.with_suffix("").parent / f"{path.stem}-evaluation"
-    out_dir = Path(out) if out else default
+    in_place = path.is_dir() and (path / runs.MODEL_FILE).is_file()  # a run folder
+    out_dir = Path(out) if out else path if in_place else path.parent / f"{path.stem}-evaluation"
     if out_dir != path:
         out_dir = runs.prepare_run_dir(out_dir, force)
     else:
         (out_dir / "figures").mkdir(exist_ok=True)
-    config = classifier.info.get("config") or {"model": classifier.name}
+    # The classifier's own name: an export says which form it is ("mlp (tflite int8)").
+    config = {**classifier.info.get("config", {}), "model": classifier.name}
     history_file = path / "history.csv"
     history = runs.read_history_csv(history_file) if history_file.is_file() else None
     evaluation = write_evaluation(classifier, data, out_dir, config, history)

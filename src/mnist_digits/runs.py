@@ -185,5 +185,6 @@ def load_classifier(path: str | Path):
     if exported is not None:
         return exported
     raise ModelFileError(
-        f"{path} is not a model: pass a run folder (with {MODEL_FILE}) or a .keras file"
+        f"{path} is not a model: pass a run folder (with {MODEL_FILE}), a .keras or .tflite file, "
+        "or a SavedModel folder"
     )
