@@ -48,6 +48,17 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from .pipeline import train_run
 
+    if args.ensemble is not None:  # issue 5: N seeds, one model averaging their probabilities
+        from .ensemble import train_ensemble
+
+        run_dir, metrics, interrupted = train_ensemble(
+            args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
+            arguments={k: v for k, v in vars(args).items() if k != "handler"})
+        print(f"{metrics['model']}{' (interrupted)' if interrupted else ''}: test accuracy "
+              f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
+        return 130 if interrupted else 0
     data = _load_data(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
@@ -191,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<timestamp>)")
     train.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    train.add_argument("--ensemble", type=int, metavar="N",
+                       help="train N copies with seeds SEED..SEED+N-1 and save one model averaging "
+                            "their probabilities (members' run folders under members/)")
     _add_data_options(train)
     train.set_defaults(handler=cmd_train)
 

@@ -48,3 +48,61 @@ def mlp():
         ],
         name="mlp",
     )
+
+
+def _conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "valid"):
+    """Conv -> batch norm -> ReLU; the conv has no bias because batch norm adds its own."""
+    import keras
+
+    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.ReLU()(x)
+
+
+@register("cnn-small")
+def cnn_small():
+    """A fast convolutional net: two conv blocks of 32 and 64 filters with max pooling,
+    then Dense 128 and the softmax (225,034 parameters, ~5 MFLOPs per image).
+
+    Conv + bias + ReLU without batch norm: oneDNN fuses them into one op, which on a CPU
+    is about twice as fast per epoch as the same net with batch norm (measured).
+    """
+    import keras
+
+    image = keras.Input(shape=(28, 28), name="image")
+    x = keras.layers.Reshape((28, 28, 1))(image)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.4)(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    x = keras.layers.Dropout(0.2)(x)
+    probabilities = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(image, probabilities, name="cnn_small")
+
+
+@register("cnn")
+def cnn():
+    """The strongest single model here: a compact BN-ReLU conv net in two stages
+    (conv 3x3, conv 3x3, strided conv 5x5 in place of pooling; 32 then 64 filters),
+    Dense 128 and the softmax, with dropout between stages. About 327k parameters and
+    30 MFLOPs per image; trained with augmentation and label smoothing (training.py).
+    """
+    import keras
+
+    image = keras.Input(shape=(28, 28), name="image")
+    x = keras.layers.Reshape((28, 28, 1))(image)
+    for filters in (32, 64):
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters, kernel_size=5, strides=2, padding="same")
+        x = keras.layers.Dropout(0.4)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Dropout(0.4)(x)
+    probabilities = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(image, probabilities, name="cnn")
