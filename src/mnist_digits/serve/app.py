@@ -111,6 +111,43 @@ class MicroBatcher:
             self._worker = None
 
 
+class BodySizeLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413, never buffering them.
+
+    A declared Content-Length over the limit is answered before anything is read; a body
+    without one (chunked) is counted as it arrives and refused once it passes the limit.
+    (Starlette's own limit answers a declared one in plain text; this API answers in JSON.)
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            status, message = (413, too_large_message()) if declared.isdigit() else (400, "bad Content-Length")
+            response = JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, too_large_message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def too_large_message() -> str:
+    return f"request body over {MAX_BODY_BYTES // 2**20} MiB; send a smaller image"
+
+
 def image_data_url(prepared: np.ndarray) -> str:
     """The prepared 28x28 image as a PNG data URL the page can show."""
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
@@ -189,9 +226,6 @@ def create_app(predictor) -> FastAPI:
         title="mnist-digits",
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__import__("mnist_digits").__version__,
-        # Starlette refuses a declared Content-Length over the limit before reading, and
-        # counts the bytes of a body without one as they arrive: nothing unbounded is buffered.
-        max_body_size=MAX_BODY_BYTES,
     )
     batcher = MicroBatcher(predictor.predict_prepared)
     # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
@@ -200,8 +234,6 @@ def create_app(predictor) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
-        if error.status_code == 413:
-            return error_response(413, f"request body over {MAX_BODY_BYTES // 2**20} MiB; send a smaller image")
         return error_response(error.status_code, str(error.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -247,4 +279,5 @@ def create_app(predictor) -> FastAPI:
                             else answer_json(answer, answer["prepared"]) for answer in answers]}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

@@ -75,7 +75,11 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
-    make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
+    try:
+        make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
+        pass
+    print("Stopped.", flush=True)
 
 
 @contextlib.contextmanager
