@@ -243,7 +243,9 @@ def test_multipart_without_a_file_or_with_a_non_image_is_400(client):
 
 def test_unknown_paths_and_methods_are_json_errors(client):
     assert_json_error(client.get("/api/nothing"), 404)
-    assert_json_error(client.get("/api/predict"), 405)
+    wrong_method = client.get("/api/predict")
+    assert_json_error(wrong_method, 405)
+    assert wrong_method.headers["allow"] == "POST"
 
 
 def test_a_bug_is_a_500_with_a_one_line_json_error_and_no_traceback(predictor):

@@ -18,8 +18,9 @@ Every error is JSON {"error": "<one line>"}, never a traceback:
     422  a readable image with no digit in it (a blank canvas): "no digit found ..."
 
 Preparation and prediction are preprocess.py and predict.py, shared with `mnist-digits predict`.
-Decoding and preparing run in the thread pool, off the event loop; the model call goes through
-a MicroBatcher, so concurrent requests share one compiled call on one model instance.
+Decoding and preparing run in the thread pool, off the event loop, at most one per core; the
+single-image model calls go through a MicroBatcher, so concurrent requests share one compiled
+call on the one model instance.
 """
 
 from __future__ import annotations
@@ -27,20 +28,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import logging
+from collections import deque
 from pathlib import Path
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .. import preprocess
+from .. import __version__, preprocess
 from ..errors import InputImageError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -48,8 +48,6 @@ MAX_BATCH = 64
 STATIC_DIR = Path(__file__).parent / "static"
 # How preprocess.prepare begins its message for a readable image with nothing in it.
 NO_DIGIT = "no digit found"
-
-log = logging.getLogger("mnist_digits.serve")
 
 # The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
 # request itself so that one route takes both a form upload and a raw image body).
@@ -76,7 +74,7 @@ class MicroBatcher:
     def __init__(self, predict_prepared, max_images: int = 256):
         self._predict_prepared = predict_prepared
         self._max_images = max_images
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._pending: deque[tuple[np.ndarray, asyncio.Future]] = deque()
         self._worker: asyncio.Task | None = None
 
     async def predict(self, images: np.ndarray) -> list[dict]:
@@ -92,10 +90,10 @@ class MicroBatcher:
             while self._pending:
                 batch, count = [], 0
                 while self._pending and (not batch or count + len(self._pending[0][0]) <= self._max_images):
-                    batch.append(self._pending.pop(0))
+                    batch.append(self._pending.popleft())
                     count += len(batch[-1][0])
-                stacked = np.concatenate([images for images, _ in batch])
                 try:
+                    stacked = np.concatenate([images for images, _ in batch])
                     answers = await run_in_threadpool(self._predict_prepared, stacked)
                 except Exception as error:  # a bug: every waiting request learns of it
                     for _, future in batch:
@@ -180,11 +178,11 @@ def media_type(request: Request) -> str:
 async def read_single_image(request: Request) -> bytes:
     kind = media_type(request)
     if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(400, "send the image as the multipart file field 'file'")
-        return await upload.read()
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(400, "send the image as the multipart file field 'file'")
+            return await upload.read()
     if kind.startswith("image/"):
         return await request.body()
     raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
@@ -194,11 +192,11 @@ async def read_single_image(request: Request) -> bytes:
 async def read_batch_images(request: Request) -> list[bytes]:
     if media_type(request) != "multipart/form-data":
         raise HTTPException(415, "send multipart/form-data with one 'files' field per image")
-    form = await request.form(max_files=MAX_BATCH, max_fields=10)
-    uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
-    if not uploads:
-        raise HTTPException(400, f"send 1 to {MAX_BATCH} images as multipart file fields 'files'")
-    return [await upload.read() for upload in uploads]
+    async with request.form(max_files=MAX_BATCH, max_fields=10) as form:
+        uploads = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
+        if not uploads:
+            raise HTTPException(400, f"send 1 to {MAX_BATCH} images as multipart file fields 'files'")
+        return [await upload.read() for upload in uploads]
 
 
 def model_summary(predictor) -> dict:
@@ -216,8 +214,8 @@ def model_summary(predictor) -> dict:
     }
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def create_app(predictor) -> FastAPI:
@@ -225,7 +223,7 @@ def create_app(predictor) -> FastAPI:
     app = FastAPI(
         title="mnist-digits",
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
-        version=__import__("mnist_digits").__version__,
+        version=__version__,
     )
     batcher = MicroBatcher(predictor.predict_prepared)
     # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
@@ -234,16 +232,10 @@ def create_app(predictor) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
-        return error_response(error.status_code, str(error.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, error: RequestValidationError):
-        first = error.errors()[0] if error.errors() else {}
-        return error_response(422, str(first.get("msg", "invalid request")))
+        return error_response(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected_error(request, error: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+    async def unexpected_error(request, error: Exception):  # a bug: uvicorn logs its traceback
         return error_response(500, "internal error; the server log has the details")
 
     @app.get("/", include_in_schema=False)

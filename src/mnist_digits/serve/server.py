@@ -70,6 +70,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     except BaseException:
         sock.close()
         raise
+    sock.listen(2048)  # from here connections wait for uvicorn instead of being refused
     print(f"Serving {predictor.classifier.name} at {url_of(sock)}/ (API docs at /docs); Ctrl-C stops.",
           flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
