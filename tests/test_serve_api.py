@@ -252,7 +252,7 @@ def test_a_bug_is_a_500_with_a_one_line_json_error_and_no_traceback(predictor):
     class Broken:
         classifier, temperature, unsure_below = predictor.classifier, 1.0, 0.8
 
-        def predict_prepared(self, images):
+        def predict_image(self, source):
             raise RuntimeError("secret internal detail")
 
     with TestClient(create_app(Broken()), raise_server_exceptions=False) as broken:
@@ -284,7 +284,7 @@ def test_a_body_over_4_mib_is_413_whether_declared_or_streamed(server_url):
 
 
 def test_concurrent_requests_each_get_their_own_answer(server_url, client, digits):
-    """32 different digits at once: micro-batching must not mix up answers."""
+    """32 different digits at once, on one model instance: no answer goes to the wrong request."""
     images = digits[0][:32]
     bodies = [canvas_png(image) for image in images]
     expected = [client.post("/api/predict", content=body, headers={"Content-Type": "image/png"}).json()

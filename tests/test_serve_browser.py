@@ -40,8 +40,13 @@ FREEHAND = {
 
 
 @pytest.fixture(scope="module")
-def server_url(mlp_run):
-    with running(create_app(Predictor.from_path(mlp_run))) as url:
+def predictor(mlp_run):
+    return Predictor.from_path(mlp_run)
+
+
+@pytest.fixture(scope="module")
+def server_url(predictor):
+    with running(create_app(predictor)) as url:
         yield url
 
 
@@ -158,8 +163,17 @@ def predicted_digit(page) -> int | None:
     return int(text[0]) if text[:1].isdigit() else None
 
 
-def first_of_each(mnist, labels) -> dict[int, np.ndarray]:
-    return {label: mnist.x_test[np.flatnonzero(mnist.y_test == label)[0]] for label in labels}
+def clear_examples(mnist, predictor, labels) -> dict[int, np.ndarray]:
+    """For each label, the first test digit the model reads right with 99% confidence as it
+    is in MNIST (some MNIST digits are ambiguous even before a pen traces them)."""
+    examples = {}
+    for label in labels:
+        candidates = np.flatnonzero(mnist.y_test == label)[:20]
+        answers = predictor.predict_prepared(mnist.x_test[candidates] / 255.0)
+        first = next(i for i, answer in zip(candidates, answers)
+                     if answer["digit"] == label and answer["confidence"] >= 0.99)
+        examples[label] = mnist.x_test[first]
+    return examples
 
 
 def photo_of(digit: np.ndarray, side: int = 900, seed: int = 0) -> bytes:
@@ -178,10 +192,10 @@ def photo_of(digit: np.ndarray, side: int = 900, seed: int = 0) -> bytes:
 # --- tests ------------------------------------------------------------------------------
 
 
-def test_mnist_digits_traced_with_the_mouse_are_read_and_clear_starts_over(pages, mnist):
+def test_mnist_digits_traced_with_the_mouse_are_read_and_clear_starts_over(pages, mnist, predictor):
     page = pages()
     assert answer(page) == "Draw a digit"
-    for label, digit in first_of_each(mnist, (0, 1, 3, 7)).items():
+    for label, digit in clear_examples(mnist, predictor, (0, 1, 3, 7)).items():
         page.click("#clear")
         assert answer(page) == "Draw a digit"
         draw(page, mnist_strokes(digit), steps=2)
@@ -210,9 +224,9 @@ def test_freehand_strokes_are_read(pages, label):
         page.screenshot(path=str(ARTIFACTS / "serve-page-desktop.png"))
 
 
-def test_an_uploaded_photo_is_read_and_shown(pages, mnist, tmp_path):
+def test_an_uploaded_photo_is_read_and_shown(pages, mnist, predictor, tmp_path):
     page = pages()
-    label, digit = 3, first_of_each(mnist, (3,))[3]
+    label, digit = 3, clear_examples(mnist, predictor, (3,))[3]
     photo = tmp_path / "three.jpg"
     photo.write_bytes(photo_of(digit))
     page.set_input_files("#upload", str(photo))
@@ -224,9 +238,9 @@ def test_an_uploaded_photo_is_read_and_shown(pages, mnist, tmp_path):
     }""")
 
 
-def test_a_photo_over_the_server_limit_is_shrunk_by_the_page_and_read(pages, mnist, tmp_path):
+def test_a_photo_over_the_server_limit_is_shrunk_by_the_page_and_read(pages, mnist, predictor, tmp_path):
     page = pages()
-    label, digit = 4, first_of_each(mnist, (4,))[4]
+    label, digit = 4, clear_examples(mnist, predictor, (4,))[4]
     photo = tmp_path / "big.jpg"  # 2400x2400 and grainy: over 4 MiB, as many phone photos are
     gray = np.asarray(Image.fromarray(255 - digit).resize((2400, 2400), Image.Resampling.BICUBIC), dtype=np.int16)
     grain = np.random.default_rng(1).integers(-30, 31, gray.shape)

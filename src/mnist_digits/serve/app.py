@@ -17,24 +17,24 @@ Every error is JSON {"error": "<one line>"}, never a traceback:
     415  a body that is neither multipart/form-data nor image/*
     422  a readable image with no digit in it (a blank canvas): "no digit found ..."
 
-Preparation and prediction are preprocess.py and predict.py, shared with `mnist-digits predict`.
-Decoding and preparing run in the thread pool, off the event loop, at most one per core; the
-single-image model calls go through a MicroBatcher, so concurrent requests share one compiled
-call on the one model instance.
+Preparation and prediction are predict.Predictor's, shared with `mnist-digits predict`: one
+model instance, its traced call, calls one at a time under its lock. Each request is decoded,
+prepared and predicted in a worker thread, off the event loop, at most one per core.
+
+No micro-batching: under load (16 clients) over 80% of model calls would hold one image
+anyway, since preparing an image (about 1.5 ms) costs far more than the model call (0.1 to
+0.4 ms); a batcher measured no faster and added a thread hop (benchmarks/serve_load.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-from collections import deque
 from pathlib import Path
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
@@ -61,52 +61,6 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
         "files": {"type": "array", "items": _IMAGE_BODY, "maxItems": MAX_BATCH}}}},
 }}}
-
-
-class MicroBatcher:
-    """Runs the model on the prepared images of concurrent requests in one call.
-
-    There is no waiting window: while one call runs, newly arrived requests queue up and
-    become the next call. A lone request pays no delay; a busy server makes fewer, larger
-    calls, one at a time, on one model instance.
-    """
-
-    def __init__(self, predict_prepared, max_images: int = 256):
-        self._predict_prepared = predict_prepared
-        self._max_images = max_images
-        self._pending: deque[tuple[np.ndarray, asyncio.Future]] = deque()
-        self._worker: asyncio.Task | None = None
-
-    async def predict(self, images: np.ndarray) -> list[dict]:
-        """Answers for `images` (n, 28, 28), prepared."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((images, future))
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, count = [], 0
-                while self._pending and (not batch or count + len(self._pending[0][0]) <= self._max_images):
-                    batch.append(self._pending.popleft())
-                    count += len(batch[-1][0])
-                try:
-                    stacked = np.concatenate([images for images, _ in batch])
-                    answers = await run_in_threadpool(self._predict_prepared, stacked)
-                except Exception as error:  # a bug: every waiting request learns of it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                start = 0
-                for images, future in batch:
-                    if not future.done():  # a client that hung up leaves a cancelled future
-                        future.set_result(answers[start:start + len(images)])
-                    start += len(images)
-        finally:
-            self._worker = None
 
 
 class BodySizeLimit:
@@ -151,24 +105,32 @@ def image_data_url(prepared: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
 
 
-def answer_json(answer: dict, prepared: np.ndarray) -> dict:
+def answer_json(answer: dict, image_url: str) -> dict:
     return {
         "digit": answer["digit"],
         "confidence": answer["confidence"],
         "probabilities": answer["probabilities"],
         "unsure": answer["unsure"],
-        "image": image_data_url(prepared),
+        "image": image_url,
     }
 
 
-def prepare_upload(data: bytes) -> np.ndarray:
-    """Image bytes -> the (28, 28) model input; HTTPException 422 for an image with no
-    digit (preprocess says "no digit found ..."), 400 for anything unreadable."""
+def read_digit(predictor, data: bytes) -> dict:
+    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit
+    (preprocess says "no digit found ..."), 400 for anything unreadable."""
     try:
-        return preprocess.prepare(data)
+        answer = predictor.predict_image(data)
     except InputImageError as error:
         message = str(error)
         raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
+    return answer_json(answer, image_data_url(answer["prepared"]))
+
+
+def read_digits(predictor, items: list[bytes]) -> list[dict]:
+    """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all."""
+    return [{"error": answer["error"]} if "error" in answer
+            else answer_json(answer, image_data_url(answer["prepared"]))
+            for answer in predictor.predict_images(items)]
 
 
 def media_type(request: Request) -> str:
@@ -225,7 +187,6 @@ def create_app(predictor) -> FastAPI:
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__version__,
     )
-    batcher = MicroBatcher(predictor.predict_prepared)
     # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
     cpu_bound = anyio.CapacityLimiter(os.cpu_count() or 1)
     summary = model_summary(predictor)
@@ -257,18 +218,14 @@ def create_app(predictor) -> FastAPI:
                          422: {"description": "no digit found in the image"}})
     async def predict(request: Request):
         data = await read_single_image(request)
-        prepared = await anyio.to_thread.run_sync(prepare_upload, data, limiter=cpu_bound)
-        [answer] = await batcher.predict(prepared[np.newaxis])
-        return answer_json(answer, prepared)
+        return JSONResponse(await anyio.to_thread.run_sync(read_digit, predictor, data, limiter=cpu_bound))
 
     @app.post("/api/predict/batch", summary=f"Read the digits in up to {MAX_BATCH} images",
               openapi_extra=_BATCH_BODY,
               responses={200: {"description": '{"results": [answer or {"error": ...}, ...]} in order'}})
     async def predict_batch(request: Request):
         items = await read_batch_images(request)
-        answers = await anyio.to_thread.run_sync(predictor.predict_images, items, limiter=cpu_bound)
-        return {"results": [{"error": answer["error"]} if "error" in answer
-                            else answer_json(answer, answer["prepared"]) for answer in answers]}
+        return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
