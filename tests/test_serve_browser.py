@@ -32,7 +32,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "i
 FREEHAND = {
     1: [[(0.52, 0.18), (0.50, 0.50), (0.48, 0.82)]],
     7: [[(0.28, 0.24), (0.50, 0.23), (0.72, 0.22), (0.62, 0.45), (0.52, 0.64), (0.46, 0.82)]],
-    0: [[(0.50 + 0.20 * np.sin(t), 0.50 - 0.30 * np.cos(t)) for t in np.linspace(0, 2.1 * np.pi, 40)]],
+    0: [[(0.50 + 0.20 * np.sin(t), 0.50 - 0.30 * np.cos(t)) for t in np.linspace(0, 2.1 * np.pi, 28)]],
 }
 
 
@@ -113,7 +113,7 @@ def pages(browser, server_url, request):
 # --- drawing --------------------------------------------------------------------------
 
 
-def draw(page, strokes, steps: int = 4) -> None:
+def draw(page, strokes, steps: int = 2) -> None:
     """Draw strokes (lists of (x, y) canvas fractions) with the mouse, `steps` moves per segment."""
     box = page.locator("#canvas").bounding_box()
     for stroke in strokes:
@@ -198,7 +198,7 @@ def test_mnist_digits_traced_with_the_mouse_are_read_and_clear_starts_over(pages
     for label, digit in clear_examples(mnist, predictor, (0, 1, 3, 7)).items():
         page.click("#clear")
         assert answer(page) == "Draw a digit"
-        draw(page, mnist_strokes(digit), steps=2)
+        draw(page, mnist_strokes(digit))
         assert predicted_digit(page) == label, f"traced a {label}, page says {answer(page)!r}"
         bars = page.locator("#probabilities .bar")
         assert bars.count() == 10
@@ -250,6 +250,20 @@ def test_a_photo_over_the_server_limit_is_shrunk_by_the_page_and_read(pages, mni
     assert predicted_digit(page) == label, answer(page)
 
 
+def test_an_unsure_answer_is_shown_as_unsure(pages):
+    """The server's answer is replaced by an unsure one: the page must say so, not just the digit."""
+    page = pages()
+    probabilities = [0.02, 0.01, 0.01, 0.03, 0.46, 0.02, 0.01, 0.02, 0.02, 0.40]
+    unsure = {"digit": 4, "confidence": 0.46, "probabilities": probabilities, "unsure": True,
+              "image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="}
+    page.route("**/api/predict", lambda route: route.fulfill(json=unsure))
+    draw(page, FREEHAND[1])
+    text = answer(page)
+    assert text.startswith("4") and "unsure" in text, text
+    assert page.locator("#prediction").get_attribute("class") == "unsure"
+    assert page.locator("#probabilities .bar.best .label").inner_text() == "4"
+
+
 def test_a_file_that_is_not_an_image_gets_a_message_not_a_guess(pages, tmp_path):
     page = pages()
     notes = tmp_path / "notes.png"
@@ -264,7 +278,7 @@ def test_on_a_phone_the_page_fits_and_a_finger_draws(pages):
     page = pages(**PHONE)
     width = page.evaluate("window.innerWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
-    for element in ("#canvas", "#clear", "label[for=upload]", "#prediction", "#probabilities"):
+    for element in ("#canvas", "#clear", "label:has(#upload)", "#prediction", "#probabilities"):
         box = page.locator(element).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, element
     assert page.locator("#canvas").bounding_box()["width"] >= 0.8 * width  # big enough to draw on

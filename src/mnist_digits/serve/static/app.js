@@ -167,7 +167,11 @@ async function predict(body, headers, sentFor) {
   }
   if (generation !== sentFor) return;  // cleared meanwhile
   if (response.ok) showAnswer(answer);
-  else if (response.status === 422) showEmpty("No digit found", answer.error);
+  else if (response.status === 422) {
+    // Early in a stroke there is too little ink to read: not worth a warning yet.
+    if (drawing || wanted) showEmpty("Keep drawing…");
+    else showEmpty("No digit found", answer.error);
+  }
   else showError(answer.error || `The server said ${response.status}.`);
 }
 
