@@ -1,8 +1,9 @@
-"""A recipe per model (optimizer, schedule, epochs, batch size) and the fit loop.
+"""A recipe per model (optimizer, schedule, epochs, batch size, augmentation, label
+smoothing) and the fit loop.
 
-Randomness comes from one seed: weights, dropout and shuffling are drawn from it and
-TensorFlow's deterministic ops are switched on, so the same seed on a CPU gives the
-same numbers. Ctrl-C ends training between steps and keeps the best weights so far.
+Randomness comes from one seed: weights, dropout, shuffling and augmentation are drawn
+from it and TensorFlow's deterministic ops are switched on, so the same seed on a CPU
+gives the same numbers. Ctrl-C ends training between steps and keeps the best weights so far.
 """
 
 from __future__ import annotations
