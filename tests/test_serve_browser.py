@@ -274,6 +274,13 @@ def test_a_file_that_is_not_an_image_gets_a_message_not_a_guess(pages, tmp_path)
     assert not page.locator("#prediction").inner_text()[:1].isdigit()
 
 
+def test_the_api_docs_work_offline_too(pages, server_url):
+    page = pages()
+    page.goto(server_url + "/docs")  # every request outside the server is blocked and fails the test
+    page.get_by_text("/api/predict/batch", exact=True).wait_for()
+    assert "mnist-digits" in page.locator(".swagger-ui .info .title").inner_text()
+
+
 def test_on_a_phone_the_page_fits_and_a_finger_draws(pages):
     page = pages(**PHONE)
     width = page.evaluate("window.innerWidth")

@@ -5,7 +5,7 @@
     POST /api/predict/batch   up to MAX_BATCH images: multipart fields `files`; one answer or error each
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
-    GET  /docs                OpenAPI docs
+    GET  /docs, /redoc        OpenAPI docs (assets served here too)
 
 An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where "image" is the
 28x28 picture the model saw after preparation, as a PNG data URL.
@@ -37,6 +37,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -182,7 +183,9 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
 
 def create_app(predictor) -> FastAPI:
     """The app serving `predictor` (a predict.Predictor: one model instance, traced call)."""
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the app,
+    # not from a CDN, so the docs work offline too.
+    app = FastAPIOffline(
         title="mnist-digits",
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__version__,
