@@ -237,15 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the 28x28 image the model saw for each input as PNG into DIR")
     predict.add_argument("--unsure-below", type=float, metavar="P",
                          help="mark answers with calibrated confidence below P as unsure "
-                              "(default: 0.8)")
+                              "(default: 0.9)")
     predict.set_defaults(handler=cmd_predict)
     # --- end predict ---
 
     # --- serve (issue 4) ---
-    serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on")
+    serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on",
+                                description="Serve a page at / to draw a digit on (or upload a photo) "
+                                            "and an HTTP API: POST /api/predict, POST /api/predict/batch, "
+                                            "GET /api/health, GET /api/model; OpenAPI docs at /docs.")
     serve.add_argument("model", metavar="MODEL", help="run folder or model file")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: 127.0.0.1, this machine only; "
+                            "0.0.0.0 opens it to the network, without authentication)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    serve.add_argument("--quiet", action="store_true", help="no log line per request")
     serve.set_defaults(handler=cmd_serve)
     # --- end serve ---
 

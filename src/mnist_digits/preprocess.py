@@ -471,3 +471,15 @@ def to_png(prepared: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def prepare_many(sources) -> list[tuple[np.ndarray | None, str | None]]:
+    """`prepare` each source: (prepared, None) or (None, the one-line error). Plain
+    values in, plain values out, so it runs as well in a worker process."""
+    results = []
+    for source in sources:
+        try:
+            results.append((prepare(source), None))
+        except InputImageError as error:
+            results.append((None, str(error)))
+    return results
