@@ -22,8 +22,8 @@ model instance, its traced call, calls one at a time under its lock. Each reques
 prepared and predicted in a worker thread, off the event loop, at most one per core.
 
 No micro-batching: under load (16 clients) over 80% of model calls would hold one image
-anyway, since preparing an image (about 1.5 ms) costs far more than the model call (0.1 to
-0.4 ms); a batcher measured no faster and added a thread hop (benchmarks/serve_load.py).
+anyway, since preparing an image (1.5 to 4 ms for the page's 140x140 drawing) costs far more
+than the model call (0.1 to 0.4 ms); a batcher measured no faster and added a thread hop.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;  // the server's limit
 const UPLOAD_SIDE = 1024;                  // bigger photos are scaled down before sending
 const PREDICT_EVERY_MS = 120;              // while drawing, at most this often
 // The drawing is sent at half the pad's size: 140 px is five times what the model sees,
-// and the server prepares it in about a third of the time 280 px takes.
+// and the server prepares it in a fraction of the time 280 px takes (a quarter, measured).
 const SEND_SIDE = 140;
 
 const canvas = document.getElementById("canvas");
