@@ -8,7 +8,7 @@ last one is answered, for T seconds or at most --max-requests requests per scena
 Scenarios:
     health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
     canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
-    upload    POST /api/predict as multipart field `file`, as the page's photo upload
+    upload    the same PNGs as multipart field `file`: the page's photo-upload path
 Prints requests/s, p50 and p99 latency, errors, and req/s as a fraction of the baseline.
 Issue 4's target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
 p99 <= 100 ms, no errors. The client runs on the same machine and takes its share of it.
