@@ -1,0 +1,247 @@
+"""predict: Predictor (shared with the server) and the `mnist-digits predict` command."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_digits import cli
+from mnist_digits.errors import InputImageError
+from mnist_digits.evaluation import apply_temperature
+from mnist_digits.idx import encode_idx
+from mnist_digits.predict import Predictor, collect_inputs, predict_inputs, prepared_png_name
+
+GOOD = [0, 1, 2, 3, 4, 7]  # test digits the seed network reads right: 7 2 1 0 4 9
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _on_paper(digit: np.ndarray, size: int = 120) -> Image.Image:
+    """A test digit as dark ink on white paper, bigger and off-centre."""
+    ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
+    page = Image.new("L", (size * 2, int(size * 1.5)), 255)
+    page.paste(ink, (size // 3, size // 5))
+    return page
+
+
+@pytest.fixture(scope="module")
+def predictor(mlp_run):
+    return Predictor.from_path(mlp_run)
+
+
+@pytest.fixture(scope="module")
+def digits_folder(mnist, tmp_path_factory):
+    """Good images (one in a sub-folder), a hidden file, a non-image, and bad images."""
+    folder = tmp_path_factory.mktemp("digits")
+    (folder / "more").mkdir()
+    for index in GOOD:
+        target = folder / ("more" if index == 7 else ".") / f"digit-{index}.png"
+        target.write_bytes(_png(_on_paper(mnist.x_test[index])))
+    (folder / ".hidden.png").write_bytes(b"macOS resource fork")
+    (folder / "notes.txt").write_text("not looked at")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "renamed.jpg").write_text("a text file with an image name")
+    (folder / "blank.png").write_bytes(_png(Image.new("L", (50, 50), 255)))
+    return folder
+
+
+def _expected(mnist, index):
+    return int(mnist.y_test[index])
+
+
+# --- Predictor ---------------------------------------------------------------------------
+
+
+def test_answers_carry_calibrated_probabilities(predictor, mnist):
+    images = mnist.x_test[:20].astype(np.float32) / 255
+    answers = predictor.predict_prepared(images)
+    raw = predictor.classifier.predict_proba(images)
+    calibrated = apply_temperature(raw, predictor.temperature)
+    assert predictor.temperature == predictor.classifier.temperature != 1.0
+    for answer, expected in zip(answers, calibrated):
+        assert set(answer) == {"digit", "confidence", "probabilities", "unsure"}
+        assert answer["probabilities"] == pytest.approx(list(expected), abs=1e-6)
+        assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert answer["digit"] == int(np.argmax(expected))
+        assert answer["confidence"] == max(answer["probabilities"])
+        assert answer["unsure"] == (answer["confidence"] < predictor.unsure_below)
+    assert np.mean([a["digit"] for a in answers] == mnist.y_test[:20]) >= 0.95
+
+
+def test_low_confidence_is_marked_unsure(mlp_run, mnist):
+    strict = Predictor.from_path(mlp_run, unsure_below=1.01)
+    assert all(a["unsure"] for a in strict.predict_prepared(mnist.x_test[:5] / 255.0))
+    # An ambiguous image: two digits blended half and half.
+    blend = (mnist.x_test[0] / 255.0 + mnist.x_test[1] / 255.0) / 2
+    assert Predictor.from_path(mlp_run).predict_prepared(blend[None])[0]["unsure"]
+
+
+def test_predict_image_reads_a_photo_like_digit(predictor, mnist):
+    answer = predictor.predict_image(_png(_on_paper(mnist.x_test[0])))
+    assert answer["digit"] == 7 and not answer["unsure"]
+    assert answer["prepared"].shape == (28, 28) and answer["prepared"].dtype == np.float32
+
+
+def test_predict_image_says_no_digit_instead_of_guessing(predictor):
+    with pytest.raises(InputImageError, match="no digit found"):
+        predictor.predict_image(Image.new("L", (64, 64), 255))
+
+
+def test_predict_images_answers_each_in_order_with_one_model_call(mlp_run, mnist):
+    predictor = Predictor.from_path(mlp_run)
+    calls = []
+    real = predictor.classifier.predict_proba
+    predictor.classifier.predict_proba = lambda images: calls.append(len(images)) or real(images)
+    sources = [_png(_on_paper(mnist.x_test[0])), b"", mnist.x_test[1], b"GIF89a broken", mnist.x_test[2]]
+    answers = predictor.predict_images(sources)
+    assert calls == [3]
+    assert [a.get("digit") for a in answers] == [7, None, 2, None, 1]
+    assert answers[1] == {"error": "empty file (0 bytes), not an image"}
+    assert "\n" not in answers[3]["error"] and "prepared" in answers[4]
+
+
+def test_predictor_is_safe_from_many_threads(predictor, mnist):
+    sources = [_png(_on_paper(mnist.x_test[i % 8], size=60 + i)) for i in range(48)]
+    expected = [predictor.predict_image(source)["probabilities"] for source in sources]
+    with ThreadPoolExecutor(8) as pool:
+        singles = list(pool.map(lambda s: predictor.predict_image(s)["probabilities"], sources))
+        batches = list(pool.map(lambda i: predictor.predict_images(sources[i:i + 6]), range(0, 48, 6)))
+    assert singles == expected
+    # A batch may differ from single images in the last bits of float arithmetic.
+    assert np.allclose([a["probabilities"] for batch in batches for a in batch], expected, atol=1e-6)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_folders_are_walked_for_images_only(digits_folder):
+    names = [Path(name).name for name, _ in collect_inputs([digits_folder])]
+    assert names == ["blank.png", "digit-0.png", "digit-1.png", "digit-2.png", "digit-3.png",
+                     "digit-4.png", "empty.png", "renamed.jpg", "digit-7.png"]
+
+
+def test_missing_input_and_empty_folder_are_errors_of_their_own(tmp_path):
+    (tmp_path / "empty").mkdir()
+    found = dict(collect_inputs([tmp_path / "nowhere.png", tmp_path / "empty"]))
+    assert "no such file" in str(found[str(tmp_path / "nowhere.png")])
+    assert "no images" in str(found[str(tmp_path / "empty")])
+
+
+def test_worker_processes_give_the_same_answers(predictor, mnist):
+    inputs = [(f"digit-{i}", mnist.x_test[i]) for i in range(40)] + [("bad", b"")]
+    alone = list(predict_inputs(predictor, inputs, chunk_size=8, workers=1))
+    pooled = list(predict_inputs(predictor, inputs, chunk_size=8, workers=2))
+    assert [name for name, _ in pooled] == [name for name, _ in inputs]
+    assert [a.get("probabilities") for _, a in pooled] == [a.get("probabilities") for _, a in alone]
+    assert pooled[-1][1] == {"error": "empty file (0 bytes), not an image"}
+
+
+def test_prepared_file_names_are_unique():
+    used: set[str] = set()
+    names = [prepared_png_name(n, used) for n in ["a/seven.jpg", "b/seven.png", "batch.npy[3]"]]
+    assert names == ["seven.png", "seven-2.png", "batch-3.png"]
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def _run(capsys, *argv):
+    code = cli.main(["predict", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_answers_one_line_per_input_and_exit_1_when_any_failed(capsys, mlp_run, digits_folder, mnist):
+    code, out, err = _run(capsys, mlp_run, digits_folder, "--json")
+    assert code == 1
+    lines = [json.loads(line) for line in out.splitlines()]
+    by_name = {Path(line["file"]).name: line for line in lines}
+    assert len(lines) == 9
+    for index in GOOD:
+        answer = by_name[f"digit-{index}.png"]
+        assert set(answer) == {"file", "digit", "confidence", "probabilities", "unsure"}
+        assert answer["digit"] == _expected(mnist, index)
+        assert len(answer["probabilities"]) == 10
+    assert set(by_name["empty.png"]) == {"file", "error"}
+    assert "no digit found" in by_name["blank.png"]["error"]
+    assert "not an image" in by_name["renamed.jpg"]["error"]
+
+
+def test_text_answers_with_top_k_and_exit_0_when_all_read(capsys, mlp_run, digits_folder):
+    files = [digits_folder / "digit-0.png", digits_folder / "more" / "digit-7.png"]
+    code, out, err = _run(capsys, mlp_run, *files, "--top-k", "2")
+    assert code == 0 and err.strip().endswith("2 inputs: 2 answered (0 unsure), 0 failed")
+    first, second = out.splitlines()
+    assert first.startswith(f"{files[0]}: 7  ") and "(top 2: 7 " in first
+    assert second.startswith(f"{files[1]}: 9  ") and second.count("%") == 3
+
+
+def test_save_prepared_writes_the_28x28_the_model_saw(capsys, mlp_run, digits_folder, tmp_path):
+    out_dir = tmp_path / "prepared"
+    code, _, _ = _run(capsys, mlp_run, digits_folder / "digit-0.png", digits_folder / "blank.png",
+                      "--save-prepared", out_dir)
+    assert code == 1
+    assert [p.name for p in out_dir.iterdir()] == ["digit-0.png"]
+    saved = Image.open(out_dir / "digit-0.png")
+    assert saved.size == (28, 28) and saved.mode == "L"
+
+
+def test_idx_and_npy_batches_answer_each_image(capsys, mlp_run, mnist, tmp_path):
+    (tmp_path / "batch-idx3-ubyte").write_bytes(encode_idx(mnist.x_test[:5]))
+    np.save(tmp_path / "batch.npy", mnist.x_test[5:9].reshape(4, 784))
+    code, out, _ = _run(capsys, mlp_run, tmp_path / "batch-idx3-ubyte", tmp_path / "batch.npy", "--json")
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    assert [a["file"].rsplit("/", 1)[-1] for a in answers[:2]] == ["batch-idx3-ubyte[0]", "batch-idx3-ubyte[1]"]
+    assert np.mean([a["digit"] for a in answers] == mnist.y_test[:9]) >= 8 / 9
+
+
+def test_a_pickled_npy_is_refused(capsys, mlp_run, tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"not": "pixels"}], dtype=object), allow_pickle=True)
+    code, out, _ = _run(capsys, mlp_run, tmp_path / "objects.npy", "--json")
+    assert code == 1 and "error" in json.loads(out)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["no-such-model", "x.png"], "does not exist"),
+    (["{model}", "x.png", "--top-k", "0"], "--top-k must be between 1 and 10"),
+    (["{model}", "x.png", "--unsure-below", "2"], "--unsure-below must be between 0 and 1"),
+])
+def test_bad_model_or_flags_exit_2_with_one_line(capsys, mlp_run, argv, message):
+    code, out, err = _run(capsys, *[a.format(model=mlp_run) for a in argv])
+    assert code == 2 and out == ""
+    assert err.startswith("mnist-digits: error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_command_never_shows_a_traceback(mlp_run, digits_folder, tmp_path):
+    """The installed command, end to end, on every kind of bad input at once."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "truncated.png").write_bytes(_png(Image.effect_noise((200, 200), 50))[:300])
+    (bad / "bomb.gif").write_bytes(b"GIF89a\xff\xff\xff\xff\x00\x00\x00;")
+    frames = [Image.new("L", (20, 20), 0), Image.new("L", (20, 20), 255)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    (bad / "animated.gif").write_bytes(buffer.getvalue())
+    command = [sys.executable, "-m", "mnist_digits.cli", "predict", str(mlp_run),
+               str(digits_folder), str(bad), str(tmp_path / "missing.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mnist-digits: error: ")]
+    assert len(errors) == 7, result.stderr
+    assert len(result.stdout.splitlines()) == len(GOOD)
