@@ -26,7 +26,9 @@ from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
 # digits. On photo-like test inputs, 0.9 flags about 8% of answers and 70% of the
 # wrong ones.
 UNSURE_BELOW = 0.9
-BATCH_SUFFIXES = (".npy", ".idx", ".gz")
+# Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
+# it from a few thousand images on.
+WORKERS_FROM = 2000
 
 
 class Predictor:
@@ -161,15 +163,17 @@ def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
     """(name, answer) for each input, in order, a chunk at a time (one model call per
     chunk), so a big folder streams instead of waiting for the end.
 
-    Preparing images is most of the work: with more than two chunks of inputs it runs
-    in `workers` processes (default: one per CPU), the model in this one.
+    Preparing images is most of the work: it runs in `workers` processes (default: one
+    per CPU from WORKERS_FROM inputs on; below that, starting them costs more than
+    they save), the model in this one.
     """
     inputs = list(inputs)
     chunks = [inputs[start:start + chunk_size] for start in range(0, len(inputs), chunk_size)]
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(inputs) >= WORKERS_FROM else 1
     usable = [[source for _, source in chunk if not isinstance(source, InputImageError)]
               for chunk in chunks]
-    if workers > 1 and len(chunks) > 2:
+    if workers > 1 and len(chunks) > 1:
         # "spawn": the workers import only the preparation code, never TensorFlow,
         # and share nothing with this process's threads.
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))

@@ -263,17 +263,17 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
-def _ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+def _ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool, float | None]:
     """Ink is the tail of the histogram far from the background (the median). Returns
-    the image with bright ink, whether it was dark ink on light paper, and whether the
-    background is perfectly even (a drawing, an MNIST digit: nothing to take away)."""
+    the image with bright ink, whether it was dark ink on light paper, and the level of
+    a perfectly even background (a drawing, an MNIST digit), else None."""
     low, background, high = _quantiles(gray, (0.01, 0.5, 0.99))
     if background - low > high - background:
-        return 1.0 - gray, True, background == high
-    return gray, False, background == low
+        return 1.0 - gray, True, (1.0 - background if background == high else None)
+    return gray, False, (background if background == low else None)
 
 
-def _remove_background(ink: np.ndarray, on_paper: bool, even: bool) -> np.ndarray:
+def _remove_background(ink: np.ndarray, on_paper: bool, even: float | None) -> np.ndarray:
     """Take the paper away: a grey opening removes everything narrower than a third of
     the image (the strokes) and leaves the slowly varying background -- grey paper,
     uneven light, a shadow. Done on a small copy, then upsampled: cheap at any size.
@@ -281,8 +281,8 @@ def _remove_background(ink: np.ndarray, on_paper: bool, even: bool) -> np.ndarra
     On paper, light multiplies: ink darkens the paper by a fraction whatever the light
     falling there, so the ink is measured as that fraction (1 - pixel / paper)."""
     height, width = ink.shape
-    if even:
-        background = np.float32(_quantiles(ink, (0.5,))[0])
+    if even is not None:
+        background = np.float32(even)
     else:
         if max(height, width) > BACKGROUND_SIDE:
             scale = BACKGROUND_SIDE / max(height, width)
@@ -301,12 +301,15 @@ def _remove_background(ink: np.ndarray, on_paper: bool, even: bool) -> np.ndarra
     return flat
 
 
-def _normalise_ink(flat: np.ndarray) -> np.ndarray | None:
+def _normalise_ink(flat: np.ndarray, even: bool) -> np.ndarray | None:
     """Cut the noise floor and stretch the ink to 0-1; None if there is no ink above
     the noise. The noise level comes from the background pixels (most of the image),
     so a clean image -- an MNIST digit -- is left as it is."""
-    background, peak = _quantiles(flat, (0.5, 0.999))
-    noise = 1.4826 * _quantiles(np.abs(flat - background), (0.5,))[0]  # robust sigma
+    if even:  # the background is exactly 0 now: no noise to measure
+        background, noise, peak = 0.0, 0.0, _quantiles(flat, (0.999,))[0]
+    else:
+        background, peak = _quantiles(flat, (0.5, 0.999))
+        noise = 1.4826 * _quantiles(np.abs(flat - background), (0.5,))[0]  # robust sigma
     floor = max(background + NOISE_SIGMAS * noise, 0.5 / 255)
     # The ink level: the top of the clearly inked pixels (those above a third of the
     # near-maximum), not of everything above the floor -- faint leftovers of uneven
@@ -443,7 +446,7 @@ def prepare(source, return_steps: bool = False):
     ink, on_paper, even = _ink_bright(gray)
     if return_steps:
         steps["ink"] = ink
-    flat = _normalise_ink(_remove_background(ink, on_paper, even))
+    flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
     if flat is None:
         raise InputImageError("no digit found (the image is blank or has almost no contrast)")
     if return_steps:
