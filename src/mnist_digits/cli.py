@@ -88,9 +88,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     import json
+    import warnings
+
+    from PIL import Image
 
     from .errors import UsageError
-    from .predict import UNSURE_BELOW, Predictor, collect_inputs, predict_inputs, prepared_png_name
+    from .predict import (UNSURE_BELOW, Predictor, answer_line, answer_record, collect_inputs,
+                          predict_inputs, prepared_png_name)
+    from .preprocess import to_png
     from .runs import write_bytes
 
     if not 1 <= args.top_k <= 10:
@@ -100,6 +105,8 @@ def cmd_predict(args) -> int:
         raise UsageError(f"--unsure-below must be between 0 and 1 (got {unsure_below})")
     if args.save_prepared and os.path.exists(args.save_prepared) and not os.path.isdir(args.save_prepared):
         raise UsageError(f"--save-prepared {args.save_prepared} exists and is not a folder")
+    # Images that large are refused with their own message; Pillow's warning adds nothing.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
     inputs = list(collect_inputs(args.inputs))
     progress = None
@@ -107,39 +114,33 @@ def cmd_predict(args) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None)
+
+    def show(line: str, to=None) -> None:  # around the progress bar when there is one
+        (progress.write if progress is not None else print)(line, file=to or sys.stdout)
+
     used_names: set[str] = set()
     failed = unsure = 0
-    for name, answer in predict_inputs(predictor, inputs):
-        if progress is not None:
-            progress.update()
-        if "error" in answer:
-            failed += 1
+    try:
+        for name, answer in predict_inputs(predictor, inputs):
+            if progress is not None:
+                progress.update()
+            failed += "error" in answer
+            unsure += answer.get("unsure", False)
+            if args.save_prepared and "prepared" in answer:
+                write_bytes(os.path.join(args.save_prepared, prepared_png_name(name, used_names)),
+                            to_png(answer["prepared"]))
             if args.json:
-                print(json.dumps({"file": name, "error": answer["error"]}), flush=False)
+                show(json.dumps(answer_record(name, answer)))
+            elif "error" in answer:
+                show(f"{PROG}: error: {name}: {answer['error']}", to=sys.stderr)
             else:
-                message = f"{PROG}: error: {name}: {answer['error']}"
-                (progress.write(message, file=sys.stderr) if progress is not None
-                 else print(message, file=sys.stderr))
-            continue
-        unsure += answer["unsure"]
-        if args.save_prepared:
-            from .preprocess import to_png
-
-            write_bytes(os.path.join(args.save_prepared, prepared_png_name(name, used_names)),
-                        to_png(answer["prepared"]))
-        if args.json:
-            print(json.dumps({"file": name, "digit": answer["digit"],
-                              "confidence": round(answer["confidence"], 6),
-                              "probabilities": [round(p, 6) for p in answer["probabilities"]],
-                              "unsure": answer["unsure"]}))
-        else:
-            ranked = sorted(range(10), key=lambda d: -answer["probabilities"][d])[:args.top_k]
-            top = ", ".join(f"{d} {answer['probabilities'][d]:.1%}" for d in ranked)
-            flag = "  unsure" if answer["unsure"] else ""
-            line = f"{name}: {answer['digit']}  {answer['confidence']:.1%}  (top {args.top_k}: {top}){flag}"
-            progress.write(line) if progress is not None else print(line)
-    if progress is not None:
-        progress.close()
+                show(answer_line(name, answer, args.top_k))
+    except BrokenPipeError:  # `... | head`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # nothing more to flush at exit
+        return 1 if failed else 0
+    finally:
+        if progress is not None:
+            progress.close()
     if not args.json and len(inputs) > 1:
         print(f"{len(inputs)} inputs: {len(inputs) - failed} answered ({unsure} unsure), "
               f"{failed} failed", file=sys.stderr)

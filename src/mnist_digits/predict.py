@@ -208,3 +208,25 @@ def prepared_png_name(name: str, used: set[str]) -> str:
         candidate, number = f"{stem}-{number}.png", number + 1
     used.add(candidate)
     return candidate
+
+
+# --- answers as the command prints them -------------------------------------------------
+
+
+def answer_record(name: str, answer: dict) -> dict:
+    """The JSON object for one input: file, digit, confidence, probabilities, unsure --
+    or file, error."""
+    if "error" in answer:
+        return {"file": name, "error": answer["error"]}
+    return {"file": name, "digit": answer["digit"], "confidence": round(answer["confidence"], 6),
+            "probabilities": [round(p, 6) for p in answer["probabilities"]],
+            "unsure": answer["unsure"]}
+
+
+def answer_line(name: str, answer: dict, top_k: int = 3) -> str:
+    """One line for a person: `seven.jpg: 7  98.4%  (top 3: 7 98.4%, 1 1.0%, 2 0.3%)`."""
+    probabilities = answer["probabilities"]
+    ranked = sorted(range(10), key=lambda digit: -probabilities[digit])[:top_k]
+    top = ", ".join(f"{digit} {probabilities[digit]:.1%}" for digit in ranked)
+    flag = "  unsure" if answer["unsure"] else ""
+    return f"{name}: {answer['digit']}  {answer['confidence']:.1%}  (top {top_k}: {top}){flag}"
