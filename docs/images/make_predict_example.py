@@ -74,7 +74,8 @@ def main() -> int:
     (HERE / "predict-example-photo.jpg").write_bytes(photo)
     prepared, steps = prepare(photo, return_steps=True)
     (HERE / "predict-example-prepared.png").write_bytes(to_png(prepared))
-    tiles = [tile(image, name) for name, image in steps.items()]
+    tiles = [tile(np.asarray(load_image(photo)), "input")]
+    tiles += [tile(image, name) for name, image in steps.items()]
     strip = Image.new("RGB", (len(tiles) * (TILE + 6), TILE + 18), "white")
     for index, image in enumerate(tiles):
         strip.paste(image, (index * (TILE + 6), 0))

@@ -73,18 +73,18 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _open(source, name: str) -> Image.Image:
+def _open(source) -> Image.Image:
     """Open (header only) from a path, bytes or file object; nothing decoded yet."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise InputImageError(f"no such file") from None
+            raise InputImageError("no such file") from None
         except OSError as error:
             raise InputImageError(f"cannot read ({error.strerror})") from None
         if path.is_dir():
-            raise InputImageError(f"is a folder, not an image")
+            raise InputImageError("is a folder, not an image")
         if size > MAX_FILE_BYTES:
             raise InputImageError(f"file of {size:,} bytes is too big for a digit image "
                                   f"(limit {MAX_FILE_BYTES:,}); crop or shrink it")
@@ -95,10 +95,9 @@ def _open(source, name: str) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = bytes(source)
         if not source:
-            raise InputImageError(f"empty file (0 bytes), not an image")
+            raise InputImageError("empty file (0 bytes), not an image")
         if source[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-            raise InputImageError(f"HEIC/AVIF photos are not supported; "
-                                  "export it as JPEG or PNG")
+            raise InputImageError("HEIC/AVIF photos are not supported; export it as JPEG or PNG")
         source = io.BytesIO(source)
     try:
         return Image.open(source, formats=FORMATS)
@@ -108,17 +107,16 @@ def _open(source, name: str) -> Image.Image:
         raise InputImageError(f"image of {size} is over the limit of {MAX_PIXELS:,} "
                               "(refused before decoding); crop or shrink it") from None
     except UnidentifiedImageError:
-        raise InputImageError(f"not an image that can be read "
+        raise InputImageError("not an image that can be read "
                               "(PNG, JPEG, BMP, GIF, WebP or TIFF expected)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise InputImageError(f"damaged image ({_one_line(error)})") from None
 
 
-def _decode(source, name: str, working_side: int | None) -> Image.Image:
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        image = _open(source, name)
+def _decode(source, working_side: int | None) -> Image.Image:
+    """Check the header (size, frames), then decode: JPEGs straight to about
+    `working_side` px when given; EXIF orientation applied."""
+    image = source if isinstance(source, Image.Image) else _open(source)
     width, height = image.size
     if width < 1 or height < 1:
         raise InputImageError(f"image has no pixels ({width}x{height})")
@@ -145,12 +143,6 @@ def _decode(source, name: str, working_side: int | None) -> Image.Image:
         raise InputImageError(f"damaged image ({reason}); export it again") from None
 
 
-def _name(source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return "image"
-
-
 def load_image(source) -> Image.Image:
     """Decode an image safely from a path, bytes or a PIL image, upright per its EXIF.
 
@@ -158,7 +150,7 @@ def load_image(source) -> Image.Image:
     images over MAX_PIXELS (checked from the header, before decoding), and animated
     or multi-page images.
     """
-    return _decode(source, _name(source), None)
+    return _decode(source, None)
 
 
 def _scale_to_unit(values: np.ndarray) -> np.ndarray:
@@ -191,7 +183,16 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
-    """Luminance in [0, 1] as float32; transparency composited onto paper."""
+    """Luminance in [0, 1] as float32; transparency composited onto paper; 16-bit
+    images scaled by their own range (Pillow's "L" conversion would clip them)."""
+    try:
+        return _image_to_gray(image)
+    except ValueError as error:  # a colour mode Pillow cannot convert
+        raise InputImageError(f"unsupported colour mode {image.mode} ({_one_line(error)}); "
+                              "export it as an ordinary PNG or JPEG") from None
+
+
+def _image_to_gray(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode == "P":
         has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
@@ -226,33 +227,27 @@ def _array_to_gray(array: np.ndarray) -> np.ndarray:
                           "(expected height x width, optionally x 3 or x 4 channels)")
 
 
-def _shrink(image: Image.Image, working_side: int) -> Image.Image:
-    longer = max(image.size)
-    if longer <= working_side:
-        return image
-    factor = longer // working_side
-    if factor >= 2 and image.mode in ("L", "RGB", "RGBA", "LA", "I", "F"):
-        image = image.reduce(factor)  # box average: cheap and anti-aliased
-    if max(image.size) > working_side:
-        scale = working_side / max(image.size)
+def _shrink(gray: np.ndarray) -> np.ndarray:
+    """At most WORKING_SIDE px on the longer side, by box averaging (anti-aliased)."""
+    longer = max(gray.shape)
+    if longer <= WORKING_SIDE:
+        return gray
+    image = Image.fromarray(gray, mode="F")
+    if longer // WORKING_SIDE >= 2:
+        image = image.reduce(longer // WORKING_SIDE)  # cheap whole-factor step first
+    if max(image.size) > WORKING_SIDE:
+        scale = WORKING_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        if image.mode in ("P", "1", "I;16", "I;16B", "I;16L", "I;16N", "CMYK", "PA"):
-            return image  # rare modes: leave at full size rather than guess a resampling
         image = image.resize(size, Image.Resampling.BOX)
-    return image
+    return np.asarray(image)
 
 
-def _gray_from_source(source, name: str) -> tuple[np.ndarray, Image.Image | None]:
+def _gray_from_source(source) -> np.ndarray:
     if isinstance(source, np.ndarray):
         if source.size == 0:
-            raise InputImageError(f"empty array, not an image")
-        gray = _array_to_gray(source)
-        if max(gray.shape) > WORKING_SIDE:
-            gray = _to_gray(_shrink(Image.fromarray(gray, mode="F"), WORKING_SIDE))
-        return gray, None
-    image = _decode(source, name, WORKING_SIDE)
-    image = _shrink(image, WORKING_SIDE)
-    return _to_gray(image), image
+            raise InputImageError("empty array, not an image")
+        return _shrink(_array_to_gray(source))
+    return _shrink(_to_gray(_decode(source, WORKING_SIDE)))
 
 
 def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
@@ -436,12 +431,9 @@ def prepare(source, return_steps: bool = False):
     ordered dict of the intermediate images (step name -> 2-D array) for display.
     Raises InputImageError for unreadable images and for ones with no digit in them.
     """
-    name = _name(source)
     steps: OrderedDict[str, np.ndarray] = OrderedDict()
-    gray, image = _gray_from_source(source, name)
+    gray = _gray_from_source(source)
     if return_steps:
-        if image is not None:
-            steps["input"] = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
         steps["gray"] = gray
     ink, on_paper, even = _ink_bright(gray)
     if return_steps:
