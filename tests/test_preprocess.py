@@ -192,6 +192,37 @@ def test_a_plain_resize_of_the_whole_image_does_far_worse(realistic):
     assert np.mean(prepared == labels) - np.mean(plain == labels) >= 0.4
 
 
+def sheet_on_table(digit, rng):
+    """A sheet of paper smaller than the dark table it lies on (the paper is not the
+    majority of the picture)."""
+    page = np.full((400, 500), 0.25, np.float32)
+    page[60:320, 100:360] = _on_paper(_ink(digit, 140), 260, rng)
+    return _encode(Image.fromarray(_u8(page)))
+
+
+def hard_shadow(digit, rng):
+    """A shadow with a soft edge across a third of the page."""
+    rows, cols = np.mgrid[0:300, 0:300]
+    page = _on_paper(_ink(digit, 120), 300, rng) * np.where(rows + cols < 250, 0.6, 1.0)
+    return _encode(Image.fromarray(_u8(ndimage.gaussian_filter(page, 4))))
+
+
+def speck(digit, rng):
+    """A fly speck of ink in a corner, far from the digit."""
+    page = _on_paper(_ink(digit, 120), 300, rng)
+    page[10:16, 280:290] = 0.2
+    return _encode(Image.fromarray(_u8(page)))
+
+
+@pytest.mark.parametrize("make", [sheet_on_table, hard_shadow, speck])
+def test_photos_with_a_table_a_shadow_or_a_speck(classifier, mnist, make):
+    rng = np.random.default_rng(1)
+    images, labels = mnist.x_test[:60], mnist.y_test[:60]
+    readable = classifier.predict_proba(images / 255.0).argmax(1) == labels
+    prepared = [prepare(make(image, rng)) for image in images[readable]]
+    assert _accuracy(classifier, prepared, labels[readable]) >= 0.9
+
+
 # --- the prepared image ------------------------------------------------------------------
 
 

@@ -55,6 +55,10 @@ NOISE_SIGMAS = 4.0
 STRONG_INK = 0.5
 # Separate marks lighter than this fraction of the heaviest stroke are specks.
 SPECK_FRACTION = 0.1
+# Ink filling more than BLOB_FILL of a bounding box that covers more than BLOB_AREA of
+# the image is a sheet of paper, not a digit.
+BLOB_FILL = 0.7
+BLOB_AREA = 0.25
 # MNIST's stroke widths in the 20 px box, measured as _normalise_stroke does on 5,000
 # training digits: about the 2nd and 94th percentile (thick pens fool the models more
 # than thin ones), and the median a stroke outside is redrawn to (at STROKE_WORK px).
@@ -258,14 +262,16 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
-def _ink_bright(gray: np.ndarray) -> tuple[np.ndarray, bool, float | None]:
-    """Ink is the tail of the histogram far from the background (the median). Returns
-    the image with bright ink, whether it was dark ink on light paper, and the level of
-    a perfectly even background (a drawing, an MNIST digit), else None."""
-    low, background, high = _quantiles(gray, (0.01, 0.5, 0.99))
-    if background - low > high - background:
-        return 1.0 - gray, True, (1.0 - background if background == high else None)
-    return gray, False, (background if background == low else None)
+def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None]:
+    """Ink is the tail of the histogram far from the background (the median) -- or the
+    other one, with `flip`. Returns the image with bright ink, whether it was dark ink
+    on light paper, and the level of a perfectly even background (a drawing, an MNIST
+    digit), else None."""
+    low, fifth, background, four_fifths, high = _quantiles(gray, (0.01, 0.2, 0.5, 0.8, 0.99))
+    # Even: the paper is one value over 80% of the image or more.
+    if (background - low > high - background) != flip:
+        return 1.0 - gray, True, (1.0 - background if fifth == background == high else None)
+    return gray, False, (background if low == background == four_fifths else None)
 
 
 def _remove_background(ink: np.ndarray, on_paper: bool, even: float | None) -> np.ndarray:
@@ -318,19 +324,50 @@ def _normalise_ink(flat: np.ndarray, even: bool) -> np.ndarray | None:
     return np.clip((flat - floor) / (level - floor), 0.0, 1.0)
 
 
-def _ink_box(ink: np.ndarray) -> tuple[slice, slice] | None:
-    """Where the digit is: the bounding box of the strong ink (specks far lighter than
-    the heaviest stroke ignored), with room around it for the faint, blurred edge."""
+def _digit_mask(ink: np.ndarray, photo: bool) -> np.ndarray | None:
+    """The strong ink that makes the digit: connected marks, without specks far lighter
+    than the heaviest mark. In a photo, marks touching the image's edge (a shadow, the
+    table around the paper) are dropped when there is ink away from the edge."""
     strong = ink > STRONG_INK
     labels, count = ndimage.label(strong, structure=np.ones((3, 3)))
     if count == 0:
         return None
-    if count > 1:
-        mass = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
-        keep = np.flatnonzero(mass >= SPECK_FRACTION * mass.max()) + 1
-        strong = np.isin(labels, keep)
-    rows = np.flatnonzero(strong.any(axis=1))
-    cols = np.flatnonzero(strong.any(axis=0))
+    if count == 1:
+        return strong
+    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
+    candidates = np.arange(1, count + 1)
+    if photo:
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        inner = np.setdiff1d(candidates, edge)
+        if inner.size:
+            candidates = inner
+    heaviest = mass[candidates - 1].max()
+    keep = candidates[mass[candidates - 1] >= SPECK_FRACTION * heaviest]
+    return np.isin(labels, keep)
+
+
+def _is_blob(mask: np.ndarray) -> bool:
+    """A big filled shape, not pen strokes: the paper itself, read with the wrong
+    polarity (a sheet on a dark table, smaller than the table)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box_area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return box_area > BLOB_AREA * mask.size and mask.sum() > BLOB_FILL * box_area
+
+
+def _find_digit(gray: np.ndarray, flip: bool = False):
+    """(ink, flat, mask): the image with bright ink, with the background taken away and
+    the ink stretched to 0-1 (None if there is no ink), and the digit's strong ink."""
+    ink, on_paper, even = _ink_bright(gray, flip)
+    flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
+    mask = None if flat is None else _digit_mask(flat, photo=even is None)
+    return ink, flat, mask
+
+
+def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of the digit's strong ink, with room around it for its faint,
+    blurred edge."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
     margin = 2 * (1 + max(rows[-1] - rows[0], cols[-1] - cols[0]) // BOX)  # ~2 output px
     return (slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
             slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
@@ -435,17 +472,20 @@ def prepare(source, return_steps: bool = False):
     gray = _gray_from_source(source)
     if return_steps:
         steps["gray"] = gray
-    ink, on_paper, even = _ink_bright(gray)
+    ink, flat, mask = _find_digit(gray)
+    if mask is not None and _is_blob(mask):
+        flipped = _find_digit(gray, flip=True)
+        if flipped[2] is not None and not _is_blob(flipped[2]):
+            ink, flat, mask = flipped
     if return_steps:
         steps["ink"] = ink
-    flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
     if flat is None:
         raise InputImageError("no digit found (the image is blank or has almost no contrast)")
     if return_steps:
         steps["flat"] = flat
-    box = _ink_box(flat)
-    if box is None:
-        raise InputImageError(f"no digit found (no ink left after removing the background)")
+    if mask is None:
+        raise InputImageError("no digit found (no ink left after removing the background)")
+    box = _ink_box(mask)
     cropped = flat[box]
     if return_steps:
         steps["crop"] = cropped
@@ -456,7 +496,7 @@ def prepare(source, return_steps: bool = False):
     if return_steps:
         steps["fit"] = fitted
     if fitted.sum() <= 0:
-        raise InputImageError(f"no digit found (the ink vanished when scaled to 20 px)")
+        raise InputImageError("no digit found (the ink vanished when scaled to 20 px)")
     fitted = fitted / fitted.max()
     prepared = _centre(fitted)
     if return_steps:
