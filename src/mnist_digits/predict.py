@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +158,17 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, ob
             yield str(path), path
 
 
+def _worker_context():
+    """Fresh worker processes: never a fork of this one (TensorFlow's threads do not
+    survive a fork). A fork server imports the preparation code once and forks the
+    workers from that clean process; where there is none, each worker is spawned."""
+    if "forkserver" in get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload(["mnist_digits.preprocess"])
+        return context
+    return get_context("spawn")
+
+
 def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
                    chunk_size: int = 256, workers: int | None = None) -> Iterator[tuple[str, dict]]:
     """(name, answer) for each input, in order, a chunk at a time (one model call per
@@ -174,9 +185,7 @@ def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
     usable = [[source for _, source in chunk if not isinstance(source, InputImageError)]
               for chunk in chunks]
     if workers > 1 and len(chunks) > 1:
-        # "spawn": the workers import only the preparation code, never TensorFlow,
-        # and share nothing with this process's threads.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
         prepared_chunks = pool.map(prepare_many, usable)
     else:
         pool = None

@@ -334,16 +334,16 @@ def _digit_mask(ink: np.ndarray, photo: bool) -> np.ndarray | None:
         return None
     if count == 1:
         return strong
-    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
-    candidates = np.arange(1, count + 1)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
+    mass[0] = 0.0  # the background
     if photo:
-        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        inner = np.setdiff1d(candidates, edge)
-        if inner.size:
-            candidates = inner
-    heaviest = mass[candidates - 1].max()
-    keep = candidates[mass[candidates - 1] >= SPECK_FRACTION * heaviest]
-    return np.isin(labels, keep)
+        at_edge = np.zeros(count + 1, dtype=bool)
+        at_edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+        if (mass[~at_edge] > 0).any():
+            mass[at_edge] = 0.0
+    keep = mass >= SPECK_FRACTION * mass.max()
+    keep[0] = False
+    return keep[labels]
 
 
 def _is_blob(mask: np.ndarray) -> bool:
