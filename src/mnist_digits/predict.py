@@ -99,8 +99,11 @@ class Predictor:
 
 
 def is_batch_file(path: Path) -> bool:
+    """A .npy array or an IDX file (t10k-images-idx3-ubyte, digits.idx, ... .gz)."""
     name = path.name.lower()
-    return name.endswith(".npy") or "idx" in name or name.endswith(("ubyte", "ubyte.gz"))
+    if name.endswith(IMAGE_SUFFIXES):
+        return False
+    return name.endswith((".npy", "ubyte", "ubyte.gz", ".idx", ".idx.gz")) or "idx" in name
 
 
 def _read_batch(path: Path) -> np.ndarray:
