@@ -5,13 +5,20 @@ box (keeping the aspect ratio, anti-aliased), then placed in 28x28 so that their
 of mass sits at the centre. A phone photo or a canvas drawing is none of that, and a
 plain resize destroys it; `prepare` makes one the way MNIST made its digits:
 
-    load       decode safely (pixel limit before decoding, one frame only), EXIF orientation
-    gray       luminance in [0, 1]; transparency composited onto paper; 16-bit kept 16-bit
-    ink        polarity detected (ink is the tail far from the background), so ink is bright
-    flat       uneven lighting and background removed, faint noise cut, contrast stretched
-    crop       the bounding box of the ink (specks far smaller than the digit ignored)
-    fit        longer side scaled to 20 px with anti-aliasing, aspect ratio kept
-    centred    placed in 28x28 with the centre of mass at the centre
+    load       decode safely (pixel limit checked before decoding, one frame only),
+               upright by its EXIF orientation; big JPEGs decoded straight to ~768 px
+    gray       luminance in [0, 1]; transparency composited onto contrasting paper;
+               16-bit images scaled by their own range
+    ink        polarity detected (ink is the tail far from the background), ink made bright
+    flat       background taken away (grey paper, uneven light, shadows: a grey opening),
+               noise floor cut, ink stretched to 0-1; blank images stop here
+    crop       the digit's strong ink, without specks or marks at a photo's edge, plus
+               room for its blurred edge
+    stroke     a pen far thinner or thicker than MNIST's redrawn towards its median width
+    fit        the strong ink's longer side scaled to 20 px with anti-aliasing (aspect kept)
+    prepared   placed in 28x28 with the centre of mass at (14, 14), as MNIST's are
+
+MNIST's own digits come back almost unchanged (test accuracy within 0.3 points).
 """
 
 from __future__ import annotations
