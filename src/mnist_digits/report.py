@@ -15,6 +15,9 @@ WRITE_UP_CLAIMS = {
 }
 
 
+RECIPE_EXTRAS = ("warmup_epochs", "label_smoothing", "rotation_degrees", "zoom", "shift_pixels")
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
@@ -37,10 +40,19 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
             lines.append(f"| {split} | {s['count']:,} | {_percent(s['accuracy'])} | {s['loss']:.4f} |")
     recipe = config.get("recipe")
     if recipe:
+        # The recipe's extras (warm-up, label smoothing, augmentation) where it has them.
+        extras = "".join(f", {key.replace('_', ' ')} {recipe[key]:g}" for key in RECIPE_EXTRAS
+                         if recipe.get(key))
         lines += ["", f"Recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, Adam "
-                      f"{recipe['learning_rate']:g} with {recipe['schedule']} schedule, seed "
+                      f"{recipe['learning_rate']:g} with {recipe['schedule']} schedule{extras}, seed "
                       f"{config.get('seed')}; training took {config.get('train_seconds', 0):.1f} s "
                       f"(best validation accuracy at epoch {config.get('best_epoch')})."]
+    if config.get("members"):
+        lines += ["", f"Ensemble of {len(config['members'])} members, probabilities averaged"
+                      f"{' with test-time shifts' if config.get('test_time_augmentation') else ''}:", "",
+                  "| member | seed | test accuracy | training time |", "|---|---:|---:|---:|"]
+        lines += [f"| {m['model']} | {m['seed']} | {_percent(m['test_accuracy'])} | "
+                  f"{m['train_seconds'] or 0:.0f} s |" for m in config["members"]]
     lines += ["", "## Per digit (test set)", "",
               "| digit | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
     for digit, row in metrics["per_class"].items():
