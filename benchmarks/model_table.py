@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 

@@ -66,7 +66,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=28, help="side of each PNG in px (default: 28)")
     args = parser.parse_args()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from mnist_digits.predict import Predictor, collect_inputs, predict_inputs
     from mnist_digits.preprocess import load_image
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tensorflow_import.py)
 
 
 @pytest.fixture(scope="session")

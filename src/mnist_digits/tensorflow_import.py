@@ -2,14 +2,17 @@
 
 TensorFlow prints oneDNN and absl notices while it loads, ignoring TF_CPP_MIN_LOG_LEVEL;
 they drown a command's own output. stderr is silenced only for the import itself; a
-failed import still raises, after stderr is back.
+failed import still raises, after stderr is back. After the import, C++ log lines are
+kept to fatal ones (level 3): on a machine with CUDA libraries but no GPU, TensorFlow
+logs "failed call to cuInit" as an error on first use. Set TF_CPP_MIN_LOG_LEVEL=0 to see
+them all.
 """
 
 import os
 
 
 def import_tensorflow_quietly() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
