@@ -30,3 +30,9 @@ class InputImageError(MnistDigitsError):
 
 class UsageError(MnistDigitsError):
     """Arguments that do not make sense together."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's exception message, to quote inside one of ours."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

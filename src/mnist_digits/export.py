@@ -29,7 +29,8 @@ import numpy as np
 from . import runs
 from .data import Mnist, sha256_of, to_model_input
 from .evaluation import per_class_metrics
-from .errors import MnistDigitsError, ModelFileError, RunFolderError, UsageError
+from .errors import MnistDigitsError, ModelFileError, RunFolderError, UsageError, first_line
+from .tensorflow_import import quiet_stderr
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("float32", "float16", "int8")  # TFLite only
@@ -214,10 +215,10 @@ def convert_to_tflite(model, quantize: str, data: Mnist) -> bytes:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 return converter.convert()
         except Exception as error:  # the converter raises several types; one line is enough
-            raise ModelFileError(f"TFLite conversion ({quantize}) failed: {_first_line(error)}") from None
+            raise ModelFileError(f"TFLite conversion ({quantize}) failed: {first_line(error)}") from None
 
 
 def representative_images(data: Mnist, count: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
@@ -424,7 +425,7 @@ class SavedModelClassifier(_ExportedClassifier):
         try:
             self._loaded = tf.saved_model.load(str(folder))  # kept: it owns the variables
         except Exception as error:  # TF raises many types for a damaged SavedModel
-            raise ModelFileError(f"{folder}: cannot load the SavedModel ({_first_line(error)}); "
+            raise ModelFileError(f"{folder}: cannot load the SavedModel ({first_line(error)}); "
                                  "the export is damaged: export it again") from None
         signature = self._loaded.signatures.get(SIGNATURE)
         if signature is None:
@@ -464,11 +465,11 @@ class TFLiteClassifier(_ExportedClassifier):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 self._interpreter = Interpreter(model_path=str(path))
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
-            raise ModelFileError(f"{path}: not a usable TFLite model ({_first_line(error)}); "
+            raise ModelFileError(f"{path}: not a usable TFLite model ({first_line(error)}); "
                                  "the file is damaged or not a .tflite flatbuffer") from None
         input_detail = self._interpreter.get_input_details()
         output_detail = self._interpreter.get_output_details()
@@ -523,29 +524,4 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
         return values.astype(np.float32)
     scale, zero_point = detail["quantization"]
     return (values.astype(np.float32) - zero_point) * np.float32(scale)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C++ chatter written straight to file descriptor 2 (converter statistics,
-    "Created TensorFlow Lite XNNPACK delegate"); Python exceptions still carry the errors."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (some notebooks): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 

@@ -93,7 +93,7 @@ probabilities = serve({input_name}=tf.constant(images, tf.float32))["{output_nam
         prepare = "images.astype(np.float32)"
         if form == "tflite-int8":
             prepare = "np.round(images / scale + zero_point).clip(-128, 127).astype(np.int8)"
-            quantize = f"""
+            quantize = """
 The int8 model takes and returns int8 tensors. Quantise the input with the input tensor's
 scale and zero point, and dequantise the output with the output tensor's
 (`(q - zero_point) * scale`); probabilities come in steps of 1/256. mnist-digits does both.

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import InputImageError
+from .errors import InputImageError, first_line
 
 # Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
 # photo passes; a decompression bomb does not). Pillow's own limit is higher.
@@ -81,11 +81,6 @@ SMALL_SIDE = 64
 BACKGROUND_SIDE = 48
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _open(source) -> Image.Image:
     """Open (header only) from a path, bytes or file object; nothing decoded yet."""
     if isinstance(source, (str, os.PathLike)):
@@ -123,7 +118,7 @@ def _open(source) -> Image.Image:
         raise InputImageError("not an image that can be read "
                               "(PNG, JPEG, BMP, GIF, WebP or TIFF expected)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise InputImageError(f"damaged image ({_one_line(error)})") from None
+        raise InputImageError(f"damaged image ({first_line(error)})") from None
 
 
 def _decode(source, working_side: int | None) -> Image.Image:
@@ -149,7 +144,7 @@ def _decode(source, working_side: int | None) -> Image.Image:
         image.load()
         return ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
-        reason = _one_line(error)
+        reason = first_line(error)
         if "truncated" in reason:
             raise InputImageError("truncated image: the file is cut short; "
                                   "copy or export it again") from None
@@ -201,7 +196,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     try:
         return _image_to_gray(image)
     except ValueError as error:  # a colour mode Pillow cannot convert
-        raise InputImageError(f"unsupported colour mode {image.mode} ({_one_line(error)}); "
+        raise InputImageError(f"unsupported colour mode {image.mode} ({first_line(error)}); "
                               "export it as an ordinary PNG or JPEG") from None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError, RunFolderError
+from .errors import ModelFileError, RunFolderError, first_line
 
 MODEL_FILE = "model.keras"
 
@@ -159,8 +159,7 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"{path}: cannot load the model ({first_line}); "
+        raise ModelFileError(f"{path}: cannot load the model ({first_line(error)}); "
                              "the file is damaged or not from a compatible Keras") from None
 
 

@@ -8,18 +8,31 @@ logs "failed call to cuInit" as an error on first use. Set TF_CPP_MIN_LOG_LEVEL=
 them all.
 """
 
+import contextlib
 import os
 
 
-def import_tensorflow_quietly() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence what C++ code writes straight to file descriptor 2 (TensorFlow's start-up,
+    the TFLite converter's statistics); Python exceptions still carry the errors."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some notebooks): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import tensorflow  # noqa: F401
+                yield
             finally:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_stderr():
+        import tensorflow  # noqa: F401
