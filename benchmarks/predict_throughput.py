@@ -14,6 +14,8 @@ Rows:
     predict, N processes     the same with one worker process per CPU (what the command does
                              from 2,000 images on)
     mnist-digits predict     the installed command, end to end (start-up, TensorFlow import, model load)
+    ... TFLite export        the same command given the model exported as float32 TFLite: no
+                             TensorFlow import at all (LiteRT only), the same answers
 """
 
 from __future__ import annotations
@@ -99,8 +101,16 @@ def main() -> int:
         def predict(workers):
             return lambda: list(predict_inputs(predictor, collect_inputs([folder]), workers=workers))
 
+        from mnist_digits.data import load_mnist
+        from mnist_digits.export import export_model
+
+        tflite = export_model(model, load_mnist(progress=False), format="tflite", out=scratch / "tflite").path
         workers = os.cpu_count() or 1
-        command = [sys.executable, "-m", "mnist_digits.cli", "predict", str(model), str(folder), "--json"]
+
+        def command(model_path):
+            run = [sys.executable, "-m", "mnist_digits.cli", "predict", str(model_path), str(folder), "--json"]
+            return lambda: subprocess.run(run, check=False, stdout=subprocess.DEVNULL)
+
         rows = [
             ("plain resize (baseline)", timed(plain_resize)),
             ("decode only", timed(decode_only)),
@@ -108,8 +118,8 @@ def main() -> int:
             # The workers are children of the fork server, not of this process: their
             # CPU time cannot be counted here.
             (f"predict, {workers} processes", (timed(predict(workers))[0], None)),
-            ("mnist-digits predict (command)",
-             (timed(lambda: subprocess.run(command, check=False, stdout=subprocess.DEVNULL))[0], None)),
+            ("mnist-digits predict (command)", (timed(command(model))[0], None)),
+            ("... TFLite export", (timed(command(tflite))[0], None)),
         ]
     baseline = args.count / rows[0][1][0]
     load = os.getloadavg()

@@ -59,14 +59,6 @@ def test_augmented_recipe_repeats_exactly_from_its_seed(tiny_mnist):
     assert not _weights_equal(first.model, other.model)
 
 
-def test_mlp_recipe_keeps_plain_training():
-    from mnist_digits.training import RECIPES, augments
-
-    mlp = RECIPES["mlp"]
-    assert not augments(mlp) and mlp.label_smoothing == 0 and mlp.warmup_epochs == 0
-    assert augments(RECIPES["cnn"]) and RECIPES["cnn"].label_smoothing > 0
-
-
 def test_augmentation_shifts_rotates_and_repeats(tiny_mnist):
     import tensorflow as tf
 
@@ -156,8 +148,8 @@ def test_ensemble_test_time_augmentation_averages_shifted_views(tiny_mnist, tmp_
     np.testing.assert_allclose(predicted, expected, atol=1e-6)
 
 
-def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path):
-    from mnist_digits.ensemble import ensemble_runs, train_ensemble
+def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path, capsys):
+    from mnist_digits.ensemble import train_ensemble
 
     run_dir, metrics, interrupted = train_ensemble("mlp", tiny_mnist, members=2, out=tmp_path / "ens",
                                                    epochs=1, verbose=0)
@@ -174,10 +166,21 @@ def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path
     np.testing.assert_allclose(ensemble.predict_proba(images), mean, atol=1e-6)
     assert ensemble.name == "mlp-ensemble2" and 0 <= metrics["test"]["accuracy"] <= 1
 
-    # The same from run folders trained before.
-    again, _ = ensemble_runs([run_dir / "members" / "seed-0", run_dir / "members" / "seed-1"],
-                             tiny_mnist, out=tmp_path / "again")
+    # The same from run folders trained before, with the command.
+    again = tmp_path / "again"
+    assert main(["ensemble", str(run_dir / "members" / "seed-0"), str(run_dir / "members" / "seed-1"),
+                 "--out", str(again)]) == 0
+    assert "ensemble of 2: test accuracy" in capsys.readouterr().out
     np.testing.assert_allclose(runs.load_classifier(again).predict_proba(images), mean, atol=1e-6)
+    assert json.loads((again / "metrics.json").read_text())["test"]["count"] == 10000
+
+
+def test_ensemble_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    code = main(["ensemble", str(tmp_path / "notes"), "--out", str(tmp_path / "ens")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "is not a run folder (no model.keras)" in error and "\n" not in error
+    assert not (tmp_path / "ens").exists()
 
 
 def test_train_command_refuses_an_empty_ensemble(tmp_path, capsys):

@@ -168,15 +168,13 @@ def realistic(classifier, mnist):
 
 
 def test_realistic_inputs_are_read_right_at_least_97_percent(realistic):
-    """Of the photo-like versions of digits the model reads right as MNIST images, at
-    least 97% are still read right: the preparation gives back what MNIST would have."""
-    kinds, labels, prepared, _, original = realistic
-    readable = original == labels
-    accuracy = np.mean(prepared[readable] == labels[readable])
-    by_kind = {kind: round(float(np.mean((prepared == labels)[readable & (kinds == kind)])), 3)
-               for kind in dict.fromkeys(kinds)}
-    assert accuracy >= 0.97, by_kind
-    assert min(by_kind.values()) >= 0.93, by_kind
+    """The default mlp reads at least 97% of all the photo-like inputs right (its own
+    mistakes on the clean digits included), and no kind of input falls far behind."""
+    kinds, labels, prepared, _, _ = realistic
+    right = prepared == labels
+    by_kind = {kind: round(float(np.mean(right[kinds == kind])), 3) for kind in dict.fromkeys(kinds)}
+    assert np.mean(right) >= 0.97, by_kind
+    assert min(by_kind.values()) >= 0.94, by_kind
 
 
 def test_realistic_inputs_cost_little_against_the_clean_originals(realistic):

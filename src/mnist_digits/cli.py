@@ -86,6 +86,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .ensemble import ensemble_runs
+
+    run_dir, metrics = ensemble_runs(args.runs, _load_data(args), out=args.out, force=args.force,
+                                     test_time_augmentation=args.tta)
+    print(f"ensemble of {len(args.runs)}{' with shifted views' if args.tta else ''}: test accuracy "
+          f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     import json
     import warnings
@@ -107,13 +117,17 @@ def cmd_predict(args) -> int:
         raise UsageError(f"--save-prepared {args.save_prepared} exists and is not a folder")
     # Images that large are refused with their own message; Pillow's warning adds nothing.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
     inputs = list(collect_inputs(args.inputs))
     progress = None
-    if len(inputs) > 1000:
-        from tqdm import tqdm
 
-        progress = tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None)
+    def load_predictor() -> Predictor:
+        nonlocal progress
+        predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
+        if len(inputs) > 1000:  # only now: a model that fails to load shows no bar
+            from tqdm import tqdm
+
+            progress = tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None)
+        return predictor
 
     def show(line: str, to=None) -> None:  # around the progress bar when there is one
         (progress.write if progress is not None else print)(line, file=to or sys.stdout)
@@ -121,7 +135,7 @@ def cmd_predict(args) -> int:
     used_names: set[str] = set()
     failed = unsure = 0
     try:
-        for name, answer in predict_inputs(predictor, inputs):
+        for name, answer in predict_inputs(load_predictor, inputs):
             if progress is not None:
                 progress.update()
             failed += "error" in answer
@@ -219,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    ensemble = commands.add_parser(
+        "ensemble", help="combine trained run folders into one model averaging their probabilities",
+        description="Combine run folders written by 'train' (any models, e.g. several seeds of cnn) "
+                    "into one model.keras that averages their probabilities, and write a run folder "
+                    "with its metrics, figures and report. The result works with evaluate, predict, "
+                    "serve and export like any model.")
+    ensemble.add_argument("runs", metavar="RUN", nargs="+", help="run folders written by mnist-digits train")
+    ensemble.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: also average over the image shifted one pixel "
+                               "up, down, left and right (5x the inference cost)")
+    ensemble.add_argument("--out", metavar="DIR", help="run folder (default: runs/ensemble-<timestamp>)")
+    ensemble.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
+    _add_data_options(ensemble)
+    ensemble.set_defaults(handler=cmd_ensemble)
+
     # --- predict (issue 3) ---
     predict = commands.add_parser(
         "predict", help="read digits from your own images",
@@ -294,7 +323,9 @@ def _positive(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.handler is not cmd_data:  # `data` needs TensorFlow only to download
+    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
+    # (not for TFLite), while its worker processes already prepare the images.
+    if args.handler not in (cmd_data, cmd_predict):
         import_tensorflow_quietly()
     try:
         _positive(args)

@@ -119,13 +119,14 @@ def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path |
     return run_dir, metrics, interrupted
 
 
-def ensemble_runs(run_dirs: list[str | Path], data: Mnist, out: str | Path, force: bool = False,
-                  name: str = "ensemble", test_time_augmentation: bool = False) -> tuple[Path, dict]:
+def ensemble_runs(run_dirs: list[str | Path], data: Mnist, out: str | Path | None = None,
+                  force: bool = False, name: str = "ensemble",
+                  test_time_augmentation: bool = False) -> tuple[Path, dict]:
     """Combine run folders trained before (any registered models) into one ensemble run folder."""
     run_dirs = [Path(d) for d in run_dirs]
     for run_dir in run_dirs:
         if not (run_dir / runs.MODEL_FILE).is_file():
             raise UsageError(f"{run_dir} is not a run folder (no {runs.MODEL_FILE}); "
                              "pass folders written by mnist-digits train")
-    out_dir = runs.prepare_run_dir(out, force)
+    out_dir = runs.prepare_run_dir(out or runs.default_run_dir(name), force)
     return _write_ensemble_run(run_dirs, data, out_dir, name, test_time_augmentation, {})

@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .data import Mnist, to_model_input
 
@@ -40,6 +38,10 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling (Guo et al., 2017): the T that minimises validation log loss."""
+    # SciPy's optimizer and scikit-learn are imported where used: predict and serve need
+    # only apply_temperature, and scikit-learn's import alone costs them half a second.
+    from scipy.optimize import minimize_scalar
+
     result = minimize_scalar(
         lambda t: log_loss(apply_temperature(probabilities, t), labels),
         bounds=(0.05, 20.0), method="bounded",
@@ -61,6 +63,8 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 
 def per_class_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=DIGITS, zero_division=0
     )
@@ -92,6 +96,8 @@ class Evaluation:
 
 def evaluate(predict_proba, data: Mnist, include_train: bool = True) -> Evaluation:
     """Metrics of a classifier (a function: float images (n, 28, 28) -> probabilities (n, 10))."""
+    from sklearn.metrics import confusion_matrix
+
     probabilities = {}
     splits = ["test", "validation"] + (["train"] if include_train else [])
     for split in splits:

@@ -30,7 +30,7 @@ from . import runs
 from .data import Mnist, sha256_of, to_model_input
 from .evaluation import per_class_metrics
 from .errors import MnistDigitsError, ModelFileError, RunFolderError, UsageError, first_line
-from .tensorflow_import import quiet_stderr
+from .tensorflow_import import import_tensorflow_quietly, quiet_stderr
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("float32", "float16", "int8")  # TFLite only
@@ -420,6 +420,7 @@ class SavedModelClassifier(_ExportedClassifier):
     """A SavedModel's serving_default signature. Concrete functions are thread-safe."""
 
     def __init__(self, folder: Path, info: dict):
+        import_tensorflow_quietly()
         import tensorflow as tf
 
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -172,14 +172,16 @@ def _worker_context():
     return get_context("spawn")
 
 
-def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
+def predict_inputs(predictor: Predictor | Callable[[], Predictor], inputs: Iterable[tuple[str, object]],
                    chunk_size: int = 256, workers: int | None = None) -> Iterator[tuple[str, dict]]:
     """(name, answer) for each input, in order, a chunk at a time (one model call per
     chunk), so a big folder streams instead of waiting for the end.
 
     Preparing images is most of the work: it runs in `workers` processes (default: one
     per CPU from WORKERS_FROM inputs on; below that, starting them costs more than
-    they save), the model in this one.
+    they save), the model in this one. `predictor` may be a function that loads one:
+    it is called once the workers are busy, so loading TensorFlow and the model (seconds)
+    overlaps with preparing the first images.
     """
     inputs = list(inputs)
     chunks = [inputs[start:start + chunk_size] for start in range(0, len(inputs), chunk_size)]
@@ -194,6 +196,8 @@ def predict_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]],
         pool = None
         prepared_chunks = map(prepare_many, usable)
     try:
+        if not isinstance(predictor, Predictor):
+            predictor = predictor()
         for chunk, results in zip(chunks, prepared_chunks):
             answers = iter(predictor.answer_prepared(results))
             for name, source in chunk:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFileError, RunFolderError, first_line
+from .tensorflow_import import import_tensorflow_quietly
 
 MODEL_FILE = "model.keras"
 
@@ -151,6 +152,7 @@ class KerasClassifier:
 
 
 def load_keras_model(path: Path):
+    import_tensorflow_quietly()  # a no-op once TensorFlow is loaded
     import keras
 
     if not zipfile.is_zipfile(path):

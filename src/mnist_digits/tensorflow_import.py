@@ -10,6 +10,7 @@ them all.
 
 import contextlib
 import os
+import sys
 
 
 @contextlib.contextmanager
@@ -33,6 +34,8 @@ def quiet_stderr():
 
 
 def import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:  # loaded already: nothing to silence
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_stderr():
         import tensorflow  # noqa: F401

@@ -41,10 +41,14 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # Adam with cosine decay at batch 256 reaches >= 98% where the quickstart's fixed
-    # rate at batch 32 stops near 97.7%, in fewer seconds: larger batches cut the
-    # per-step overhead that dominates a small model on a CPU (benchmarks/mlp_vs_quickstart.py).
-    "mlp": Recipe(epochs=15, batch_size=256, learning_rate=3e-3, steps_per_execution=16),
+    # Adam with cosine decay at batch 256 passes 98% where the quickstart's fixed rate at
+    # batch 32 stops near 97.7%, in fewer seconds: larger batches cut the per-step
+    # overhead that dominates a small model on a CPU (benchmarks/mlp_vs_quickstart.py).
+    # Light augmentation costs ~2 s and buys robustness: on photo-like inputs
+    # (tests/test_preprocess.py) the same net reads 97.8% instead of 97.1%, and 98.4%
+    # instead of 98.15% of the clean test set.
+    "mlp": Recipe(epochs=15, batch_size=256, learning_rate=3e-3, steps_per_execution=16,
+                  rotation_degrees=8.0, zoom=0.08, shift_pixels=1.5),
     # Light augmentation lets the small conv net pass the Keras example's 99.2% in about
     # half its 15 epochs: 99.40% vs 99.23% in 0.49x its time (benchmarks/model_table.py).
     "cnn-small": Recipe(epochs=8, batch_size=128, learning_rate=2e-3,
