@@ -8,6 +8,9 @@ gives the same numbers. Ctrl-C ends training between steps and keeps the best we
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -191,6 +194,31 @@ def _with_targets(dataset, recipe: Recipe):
     return dataset.map(lambda x, y: (x, tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
+@contextlib.contextmanager
+def stop_on_ctrl_c(model: keras.Model):
+    """While fitting: the first Ctrl-C asks Keras to stop after the current step (it checks
+    `model.stop_training` between steps, then validates and ends the epoch); a second one
+    raises KeyboardInterrupt at once. Yields an Event that is set if Ctrl-C was pressed.
+
+    A handler that only sets a flag: a KeyboardInterrupt raised inside Keras' fit loop
+    was lost in a run with a tf.data augmentation pipeline, and training went on."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
+        yield stopped
+        return
+
+    def first_ctrl_c(signum, frame):
+        stopped.set()
+        model.stop_training = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first_ctrl_c)
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(model_name: str, data: Mnist, epochs: int | None = None, batch_size: int | None = None,
           seed: int = 0, callbacks: list | None = None, verbose: int | str = "auto") -> TrainResult:
     """Build `model_name`, fit it with its recipe, and return it with its best weights."""
@@ -202,13 +230,15 @@ def train(model_name: str, data: Mnist, epochs: int | None = None, batch_size: i
     train_set, fit_steps = training_dataset(data, recipe, seed)
     val_set = _with_targets(as_dataset(data.x_val, data.y_val, 1000), recipe)
     keep_best = KeepBest()
-    started, interrupted = time.perf_counter(), False
-    try:
-        model.fit(train_set, validation_data=val_set, epochs=recipe.epochs, steps_per_epoch=fit_steps,
-                  callbacks=[keep_best, *(callbacks or [])], verbose=verbose,
-                  shuffle=False)  # the dataset shuffles itself, from the seed
-    except KeyboardInterrupt:
-        interrupted = True
+    started = time.perf_counter()
+    with stop_on_ctrl_c(model) as stopped:
+        try:
+            model.fit(train_set, validation_data=val_set, epochs=recipe.epochs, steps_per_epoch=fit_steps,
+                      callbacks=[keep_best, *(callbacks or [])], verbose=verbose,
+                      shuffle=False)  # the dataset shuffles itself, from the seed
+        except KeyboardInterrupt:  # a second Ctrl-C
+            stopped.set()
+    interrupted = stopped.is_set()
     seconds = time.perf_counter() - started
     if keep_best.best_weights is not None:
         model.set_weights(keep_best.best_weights)
