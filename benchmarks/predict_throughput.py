@@ -69,6 +69,8 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from mnist_digits.data import load_mnist
+    from mnist_digits.export import export_model
     from mnist_digits.predict import Predictor, collect_inputs, predict_inputs
     from mnist_digits.preprocess import load_image
 
@@ -76,7 +78,6 @@ def main() -> int:
         scratch = Path(scratch)
         model = args.model or newest_mlp_run()
         if model is None:
-            from mnist_digits.data import load_mnist
             from mnist_digits.pipeline import train_run
 
             print("no runs/mlp-* found: training an mlp first ...", file=sys.stderr)
@@ -100,9 +101,6 @@ def main() -> int:
 
         def predict(workers):
             return lambda: list(predict_inputs(predictor, collect_inputs([folder]), workers=workers))
-
-        from mnist_digits.data import load_mnist
-        from mnist_digits.export import export_model
 
         tflite = export_model(model, load_mnist(progress=False), format="tflite", out=scratch / "tflite").path
         workers = os.cpu_count() or 1
