@@ -15,7 +15,8 @@ WRITE_UP_CLAIMS = {
 }
 
 
-RECIPE_EXTRAS = ("warmup_epochs", "label_smoothing", "rotation_degrees", "zoom", "shift_pixels")
+AUGMENTATION = ("rotation_degrees", "zoom", "shift_pixels")
+RECIPE_EXTRAS = ("warmup_epochs", "label_smoothing", *AUGMENTATION)
 
 
 def _percent(value: float | None) -> str:
@@ -89,7 +90,7 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
 def _training_accuracy_note(metrics: dict, config: dict) -> str:
     """Why the per-epoch training accuracy sits below the validation accuracy."""
     recipe = config.get("recipe") or {}
-    augmented = any(recipe.get(key) for key in ("rotation_degrees", "zoom", "shift_pixels"))
+    augmented = any(recipe.get(key) for key in AUGMENTATION)
     note = ("Training accuracy per epoch is measured as Keras reports it: with dropout active"
             + (" and on augmented images" if augmented else ""))
     if "train" in metrics:

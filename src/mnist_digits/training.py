@@ -53,7 +53,7 @@ RECIPES: dict[str, Recipe] = {
     "mlp": Recipe(epochs=15, batch_size=256, learning_rate=3e-3, steps_per_execution=16,
                   rotation_degrees=8.0, zoom=0.08, shift_pixels=1.5),
     # Light augmentation lets the small conv net pass the Keras example's 99.2% in about
-    # half its 15 epochs: 99.40% vs 99.23% in 0.49x its time (benchmarks/model_table.py).
+    # half its 15 epochs: 99.40% vs 99.23% in 0.58x its time (benchmarks/model_table.py).
     "cnn-small": Recipe(epochs=8, batch_size=128, learning_rate=2e-3,
                         rotation_degrees=8.0, zoom=0.08, shift_pixels=1.5),
     # One-cycle (1 warm-up epoch, then cosine to zero), label smoothing and affine
