@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from . import __version__
 from .errors import MnistDigitsError
 from .tensorflow_import import import_tensorflow_quietly
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "predict on your own images, serve a drawing page, export.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     data = commands.add_parser("data", help="get MNIST (folder, cache or verified download) and say what is there",

@@ -1,0 +1,23 @@
+"""The command itself: --version and the top-level --help."""
+
+import subprocess
+import sys
+from importlib.metadata import version
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "mnist_digits.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_version_is_the_installed_package_version():
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"mnist-digits {version('mnist-digits')}"
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for name in ("data", "train", "evaluate", "ensemble", "predict", "serve", "export"):
+        assert f"    {name} " in result.stdout, name
