@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -60,8 +61,7 @@ def main() -> None:
         for name, (_, labels) in splits.items():
             values = 100 * np.array(subset_accuracies(probabilities[name], labels, k))
             cells.append(f"{values.mean():.3f}% ({values.min():.2f}-{values.max():.2f})")
-        count = len(list(itertools.combinations(range(len(args.runs)), k)))
-        print(f"| {k} | {count} | {cells[0]} | {cells[1]} |")
+        print(f"| {k} | {math.comb(len(args.runs), k)} | {cells[0]} | {cells[1]} |")
 
     if args.check:
         from mnist_digits.ensemble import combine
