@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from mnist_digits import runs  # noqa: E402
 from mnist_digits.data import load_mnist, to_model_input  # noqa: E402
+from mnist_digits.evaluation import accuracy_interval  # noqa: E402
 
 
 def subset_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, k: int) -> list[float]:
@@ -62,6 +63,10 @@ def main() -> None:
             values = 100 * np.array(subset_accuracies(probabilities[name], labels, k))
             cells.append(f"{values.mean():.3f}% ({values.min():.2f}-{values.max():.2f})")
         print(f"| {k} | {math.comb(len(args.runs), k)} | {cells[0]} | {cells[1]} |")
+    correct = int(np.sum(np.mean(probabilities["test"], axis=0).argmax(1) == data.y_test))
+    low, high = accuracy_interval(correct, len(data.y_test))
+    print(f"\nAll {len(args.runs)} members: {100 * correct / len(data.y_test):.2f}% on test, "
+          f"95% interval {100 * low:.2f}-{100 * high:.2f}% (Wilson; the test set's own sampling noise).")
 
     if args.check:
         from mnist_digits.ensemble import combine

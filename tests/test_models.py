@@ -181,6 +181,8 @@ def test_ensemble_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert code == 2 and "is not a run folder (no model.keras)" in error and "\n" not in error
     assert not (tmp_path / "ens").exists()
+    code = main(["ensemble", str(tmp_path / "typo"), "--out", str(tmp_path / "ens")])
+    assert code == 2 and f"{tmp_path / 'typo'} does not exist" in capsys.readouterr().err
 
 
 def test_train_command_refuses_an_empty_ensemble(tmp_path, capsys):

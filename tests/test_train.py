@@ -50,6 +50,17 @@ def test_three_epochs_on_the_full_data_reach_96_percent(two_epoch_run):
     assert metrics["hardest_digit"] == min(recalls, key=recalls.get)
     assert metrics["easiest_digit"] == max(recalls, key=recalls.get)
     assert 0 <= metrics["train"]["accuracy"] <= 1 and metrics["test"]["loss"] > 0
+    # The Wilson 95% interval of 10,000 images at ~97%: about +-0.35 points around the value.
+    low, high = metrics["test"]["accuracy_95_interval"]
+    assert low < metrics["test"]["accuracy"] < high and 0.004 < high - low < 0.01
+
+
+def test_accuracy_interval_matches_the_wilson_formula():
+    from mnist_digits.evaluation import accuracy_interval
+
+    # 9,970 of 10,000 right: p +- z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n), z = 1.96.
+    low, high = accuracy_interval(9970, 10_000)
+    assert low == pytest.approx(0.99572, abs=2e-5) and high == pytest.approx(0.99790, abs=2e-5)
 
 
 def test_config_holds_what_repeats_the_run(two_epoch_run):
@@ -66,6 +77,8 @@ def test_report_puts_the_write_up_beside_the_measurements(two_epoch_run):
     out, _ = two_epoch_run
     report = (out / "report.md").read_text()
     assert "Hardest digit" in report and "write-up" in report
+    low, high = json.loads((out / "metrics.json").read_text())["test"]["accuracy_95_interval"]
+    assert f"| {100 * low:.2f}%–{100 * high:.2f}% |" in report
     assert "![confusion_matrix](figures/confusion_matrix.png)" in report
 
 

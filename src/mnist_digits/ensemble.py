@@ -126,7 +126,7 @@ def ensemble_runs(run_dirs: list[str | Path], data: Mnist, out: str | Path | Non
     run_dirs = [Path(d) for d in run_dirs]
     for run_dir in run_dirs:
         if not (run_dir / runs.MODEL_FILE).is_file():
-            raise UsageError(f"{run_dir} is not a run folder (no {runs.MODEL_FILE}); "
-                             "pass folders written by mnist-digits train")
+            problem = "is not a run folder (no model.keras)" if run_dir.exists() else "does not exist"
+            raise UsageError(f"{run_dir} {problem}; pass folders written by mnist-digits train")
     out_dir = runs.prepare_run_dir(out or runs.default_run_dir(name), force)
     return _write_ensemble_run(run_dirs, data, out_dir, name, test_time_augmentation, {})

@@ -20,9 +20,20 @@ def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(picked, EPSILON, 1.0))))
 
 
+def accuracy_interval(correct: int, count: int) -> list[float]:
+    """The 95% Wilson interval of an accuracy measured on `count` images: on MNIST's 10,000
+    test images it is about +-0.11 points at 99.7%, so smaller differences may be chance."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(correct, count).proportion_ci(0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
 def split_summary(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    correct = int(np.sum(probabilities.argmax(axis=1) == labels))
     return {
-        "accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "accuracy": correct / len(labels),
+        "accuracy_95_interval": accuracy_interval(correct, len(labels)),
         "loss": log_loss(probabilities, labels),
         "count": int(len(labels)),
     }

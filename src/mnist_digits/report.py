@@ -34,11 +34,17 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
     lines = [f"# Report: `{model}`", ""]
     if config.get("interrupted"):
         lines += ["> Training was interrupted (Ctrl-C); this is the best model up to then.", ""]
-    lines += ["## Accuracy", "", "| split | images | accuracy | loss |", "|---|---:|---:|---:|"]
+    lines += ["## Accuracy", "", "| split | images | accuracy | 95% interval | loss |",
+              "|---|---:|---:|---:|---:|"]
     for split in ("train", "validation", "test"):
         if split in metrics:
             s = metrics[split]
-            lines.append(f"| {split} | {s['count']:,} | {_percent(s['accuracy'])} | {s['loss']:.4f} |")
+            interval = s.get("accuracy_95_interval")  # older metrics.json files have none
+            between = f"{_percent(interval[0])}–{_percent(interval[1])}" if interval else "–"
+            lines.append(f"| {split} | {s['count']:,} | {_percent(s['accuracy'])} | {between} | "
+                         f"{s['loss']:.4f} |")
+    lines += ["", "The 95% interval (Wilson) is the range the accuracy could take on another sample of "
+                  "as many images: two models whose test accuracies differ by less may differ by chance."]
     recipe = config.get("recipe")
     if recipe:
         # The recipe's extras (warm-up, label smoothing, augmentation) where it has them.
