@@ -175,6 +175,32 @@ def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path
     assert json.loads((again / "metrics.json").read_text())["test"]["count"] == 10000
 
 
+def test_an_ensemble_resumes_with_the_members_already_trained(tiny_mnist, tmp_path, capsys):
+    from mnist_digits.ensemble import train_ensemble
+    from mnist_digits.errors import UsageError
+
+    out = tmp_path / "ens"
+    train_ensemble("mlp", tiny_mnist, members=2, out=out, epochs=1, verbose=0)
+    first = (out / "members" / "seed-0" / "model.keras").read_bytes()
+    # As after Ctrl-C in the second member: its run folder says it was interrupted.
+    second_config = out / "members" / "seed-1" / "config.json"
+    second_config.write_text(second_config.read_text().replace('"interrupted": false', '"interrupted": true'))
+
+    run_dir, _, _ = train_ensemble("mlp", tiny_mnist, members=3, out=out, epochs=1, verbose=0, resume=True)
+    printed = capsys.readouterr().out
+    assert "seed 0: kept" in printed and "seed 1: kept" not in printed  # only finished members are kept
+    assert (out / "members" / "seed-0" / "model.keras").read_bytes() == first
+    assert json.loads(second_config.read_text())["interrupted"] is False
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "mlp-ensemble3" and [m["seed"] for m in config["members"]] == [0, 1, 2]
+    assert len(runs.load_keras_model(run_dir / "model.keras").layers) == 5  # input, 3 members, mean
+
+    with pytest.raises(UsageError, match="another model or recipe"):
+        train_ensemble("mlp", tiny_mnist, members=3, out=out, epochs=2, verbose=0, resume=True)
+    with pytest.raises(UsageError, match="no ensemble members to resume"):
+        train_ensemble("mlp", tiny_mnist, members=2, out=tmp_path / "new", epochs=1, verbose=0, resume=True)
+
+
 def test_ensemble_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     code = main(["ensemble", str(tmp_path / "notes"), "--out", str(tmp_path / "ens")])
@@ -190,3 +216,5 @@ def test_train_command_refuses_an_empty_ensemble(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.startswith("mnist-digits: error: --ensemble must be at least 1")
     assert "\n" not in error and not (tmp_path / "x").exists()
+    code = main(["train", "--model", "mlp", "--resume", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--resume continues an ensemble" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import MnistDigitsError
+from .errors import MnistDigitsError, UsageError
 from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
@@ -54,12 +54,14 @@ def cmd_train(args) -> int:
 
         run_dir, metrics, interrupted = train_ensemble(
             args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
-            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, resume=args.resume,
             verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
             arguments={k: v for k, v in vars(args).items() if k != "handler"})
         print(f"{metrics['model']}{' (interrupted)' if interrupted else ''}: test accuracy "
               f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
         return 130 if interrupted else 0
+    if args.resume:
+        raise UsageError("--resume continues an ensemble: use it with --ensemble N --out DIR")
     data = _load_data(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
@@ -103,7 +105,6 @@ def cmd_predict(args) -> int:
 
     from PIL import Image
 
-    from .errors import UsageError
     from .predict import (UNSURE_BELOW, Predictor, answer_line, answer_record, collect_inputs,
                           predict_inputs, prepared_png_name)
     from .preprocess import to_png
@@ -222,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ensemble", type=int, metavar="N",
                        help="train N copies with seeds SEED..SEED+N-1 and save one model averaging "
                             "their probabilities (members' run folders under members/)")
+    train.add_argument("--resume", action="store_true",
+                       help="with --ensemble and --out: keep the members already trained to the end "
+                            "in that folder (after Ctrl-C or a crash, or to grow the ensemble) and "
+                            "train only the rest")
     _add_data_options(train)
     train.set_defaults(handler=cmd_train)
 

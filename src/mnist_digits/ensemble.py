@@ -89,27 +89,49 @@ def _write_ensemble_run(member_dirs: list[Path], data: Mnist, run_dir: Path, nam
     return run_dir, evaluation.metrics
 
 
+def _finished_member(member_dir: Path, model_name: str, recipe: dict) -> bool:
+    """Whether `member_dir` holds a member trained to the end with this model and recipe;
+    one trained differently is refused rather than silently mixed in."""
+    if not (member_dir / runs.MODEL_FILE).is_file() or not (member_dir / "metrics.json").is_file():
+        return False
+    config = runs.read_json(member_dir / "config.json")
+    if config.get("model") != model_name or config.get("recipe") != recipe:
+        raise UsageError(f"{member_dir} was trained with another model or recipe; "
+                         "resume with the same --model, --epochs and --batch-size, or use --force")
+    return not config.get("interrupted")
+
+
 def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path | None = None,
                    force: bool = False, epochs: int | None = None, batch_size: int | None = None,
                    seed: int = 0, verbose: int | str = "auto", arguments: dict | None = None,
-                   test_time_augmentation: bool = False) -> tuple[Path, dict, bool]:
+                   test_time_augmentation: bool = False, resume: bool = False) -> tuple[Path, dict, bool]:
     """Train `members` copies of `model_name` with seeds seed, seed+1, ... and write one run
     folder: the ensemble's model.keras, metrics, figures and report, with each member's own
     run folder under members/. Returns (folder, metrics, interrupted); after Ctrl-C the
-    ensemble holds the members finished so far."""
+    ensemble holds the members finished so far. With `resume`, members already trained to
+    the end in `out` (after Ctrl-C, a crash, or for a smaller ensemble) are kept, not retrained."""
     from .pipeline import train_run
+    from .training import recipe_dict, recipe_for
 
     if members < 1:
         raise UsageError(f"--ensemble must be at least 1 (got {members})")
+    if resume and (force or out is None):
+        raise UsageError("--resume needs the --out folder of the ensemble to continue, and no --force")
     name = f"{model_name}-ensemble{members}"
-    run_dir = runs.prepare_run_dir(out or runs.default_run_dir(name), force)
+    run_dir = Path(out) if resume else runs.prepare_run_dir(out or runs.default_run_dir(name), force)
+    if resume and not (run_dir / "members").is_dir():
+        raise UsageError(f"{run_dir} holds no ensemble members to resume; leave out --resume to start one")
+    recipe = recipe_dict(recipe_for(model_name, epochs, batch_size))
     member_dirs, interrupted = [], False
     for index in range(members):
         member_dir = run_dir / "members" / f"seed-{seed + index}"
+        member_dirs.append(member_dir)
+        if resume and _finished_member(member_dir, model_name, recipe):
+            print(f"Member seed {seed + index}: kept, trained earlier in {member_dir}")
+            continue
         _, _, interrupted = train_run(model_name, data, out=member_dir, epochs=epochs,
                                       batch_size=batch_size, seed=seed + index, verbose=verbose,
-                                      arguments=arguments)
-        member_dirs.append(member_dir)
+                                      arguments=arguments, force=resume)
         if interrupted:
             break
     run_dir, metrics = _write_ensemble_run(
