@@ -126,9 +126,11 @@ def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path |
     for index in range(members):
         member_dir = run_dir / "members" / f"seed-{seed + index}"
         member_dirs.append(member_dir)
+        which = f"Member {index + 1} of {members} (seed {seed + index})"
         if resume and _finished_member(member_dir, model_name, recipe):
-            print(f"Member seed {seed + index}: kept, trained earlier in {member_dir}")
+            print(f"{which}: kept, trained earlier in {member_dir}", flush=True)
             continue
+        print(f"{which}: training into {member_dir}", flush=True)
         _, _, interrupted = train_run(model_name, data, out=member_dir, epochs=epochs,
                                       batch_size=batch_size, seed=seed + index, verbose=verbose,
                                       arguments=arguments, force=resume)
