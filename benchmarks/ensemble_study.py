@@ -23,7 +23,12 @@ import numpy as np  # noqa: E402
 
 from mnist_digits import runs  # noqa: E402
 from mnist_digits.data import load_mnist, to_model_input  # noqa: E402
+from mnist_digits.ensemble import combine  # noqa: E402
 from mnist_digits.evaluation import accuracy_interval  # noqa: E402
+
+
+def _member(run: str):
+    return runs.load_keras_model(f"{run}/{runs.MODEL_FILE}")
 
 
 def subset_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, k: int) -> list[float]:
@@ -35,6 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders written by mnist-digits train")
     parser.add_argument("--data", help="MNIST folder (default: MNIST_DIGITS_DATA or the cache)")
+    parser.add_argument("--tta", action="store_true",
+                        help="every member with test-time augmentation (rotated and scaled views), "
+                             "as `mnist-digits ensemble --tta` does")
     parser.add_argument("--check", action="store_true",
                         help="also build the ensemble of all runs as `mnist-digits ensemble` does "
                              "and confirm it gives the same test accuracy")
@@ -45,7 +53,9 @@ def main() -> None:
     probabilities = {name: [] for name in splits}
     print("| run | validation | test |\n|---|---:|---:|")
     for run in args.runs:
-        classifier = runs.load_classifier(run)
+        # Averaging each member over the views first, then members, is what the ensemble does.
+        classifier = (runs.KerasClassifier(combine([_member(run)], test_time_augmentation=True), run)
+                      if args.tta else runs.load_classifier(run))
         accuracy = {}
         for name, (images, labels) in splits.items():
             probabilities[name].append(classifier.predict_proba(to_model_input(images)))
@@ -69,9 +79,7 @@ def main() -> None:
           f"95% interval {100 * low:.2f}-{100 * high:.2f}% (Wilson; the test set's own sampling noise).")
 
     if args.check:
-        from mnist_digits.ensemble import combine
-
-        model = combine([runs.load_keras_model(f"{run}/{runs.MODEL_FILE}") for run in args.runs])
+        model = combine([_member(run) for run in args.runs], test_time_augmentation=args.tta)
         ours = runs.KerasClassifier(model, "ensemble").predict_proba(to_model_input(data.x_test))
         mean = np.mean(probabilities["test"], axis=0)
         print(f"\n--check: the Keras ensemble model gives {100 * np.mean(ours.argmax(1) == data.y_test):.2f}%, "

@@ -16,6 +16,8 @@ from .errors import MnistDigitsError, UsageError
 from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
+TTA_HELP = ("test-time augmentation: also average each member over the image rotated 6 degrees "
+            "each way and scaled 7%% down and up (5x the inference cost)")
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -55,13 +57,14 @@ def cmd_train(args) -> int:
         run_dir, metrics, interrupted = train_ensemble(
             args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, resume=args.resume,
+            test_time_augmentation=args.tta,
             verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
             arguments={k: v for k, v in vars(args).items() if k != "handler"})
         print(f"{metrics['model']}{' (interrupted)' if interrupted else ''}: test accuracy "
               f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
         return 130 if interrupted else 0
-    if args.resume:
-        raise UsageError("--resume continues an ensemble: use it with --ensemble N --out DIR")
+    if args.resume or args.tta:
+        raise UsageError(f"--{'resume' if args.resume else 'tta'} is for ensembles: add --ensemble N")
     data = _load_data(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
@@ -94,7 +97,7 @@ def cmd_ensemble(args) -> int:
 
     run_dir, metrics = ensemble_runs(args.runs, _load_data(args), out=args.out, force=args.force,
                                      test_time_augmentation=args.tta)
-    print(f"ensemble of {len(args.runs)}{' with shifted views' if args.tta else ''}: test accuracy "
+    print(f"ensemble of {len(args.runs)}{' with test-time views' if args.tta else ''}: test accuracy "
           f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
     return 0
 
@@ -227,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --ensemble and --out: keep the members already trained to the end "
                             "in that folder (after Ctrl-C or a crash, or to grow the ensemble) and "
                             "train only the rest")
+    train.add_argument("--tta", action="store_true", help=f"with --ensemble: {TTA_HELP}")
     _add_data_options(train)
     train.set_defaults(handler=cmd_train)
 
@@ -247,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with its metrics, figures and report. The result works with evaluate, predict, "
                     "serve and export like any model.")
     ensemble.add_argument("runs", metavar="RUN", nargs="+", help="run folders written by mnist-digits train")
-    ensemble.add_argument("--tta", action="store_true",
-                          help="test-time augmentation: also average over the image shifted one pixel "
-                               "up, down, left and right (5x the inference cost)")
+    ensemble.add_argument("--tta", action="store_true", help=TTA_HELP)
     ensemble.add_argument("--out", metavar="DIR", help="run folder (default: runs/ensemble-<timestamp>)")
     ensemble.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
     _add_data_options(ensemble)

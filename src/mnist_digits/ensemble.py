@@ -1,7 +1,7 @@
 """Ensembles: several trained models as ONE Keras model that averages their probabilities.
 
 The result is a plain functional model (members nested inside, a Keras `Average` on top,
-optionally test-time augmentation made of built-in padding and cropping layers), saved
+optionally test-time augmentation made of frozen built-in Dense layers), saved
 as model.keras in a normal run folder. So evaluate, predict, serve and export load and
 use it like any other model, with safe_mode and without code of ours.
 
@@ -15,38 +15,69 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from . import runs
 from .data import Mnist
 from .errors import UsageError
 
-# Test-time augmentation: the image itself and the image shifted one pixel each way.
-TTA_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+# Test-time augmentation: the image itself, rotated 6 degrees each way, and scaled 7% down
+# and up -- inside the distortions the cnn recipe trains on (10 degrees, 10%). One-pixel
+# shifts were tried first and changed nothing measurable.
+TTA_VIEWS = ((0.0, 1.0), (6.0, 1.0), (-6.0, 1.0), (0.0, 0.93), (0.0, 1.07))
 
 
-def shifted_views(image, shifts=TTA_SHIFTS):
-    """The image batch (n, 28, 28) moved by each (rows, columns) in `shifts`, black filling in.
-    Padding then cropping: built-in layers only, so the model stays loadable and exportable."""
+def affine_matrix(degrees: float, scale: float, size: int = 28) -> np.ndarray:
+    """The (size*size, size*size) matrix M with warped.flat = image.flat @ M: rotation by
+    `degrees` and scaling by `scale` about the image centre, bilinear, black outside -- the
+    warp training.augment draws at random, here fixed, so a plain Dense layer applies it."""
+    centre = (size - 1) / 2.0
+    angle = np.deg2rad(degrees)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    rows, columns = np.mgrid[0:size, 0:size].reshape(2, -1).astype(np.float64)
+    # Where each output pixel reads from (the map training.augment gives the TensorFlow op).
+    x = cos * (columns - centre) + sin * (rows - centre) + centre
+    y = -sin * (columns - centre) + cos * (rows - centre) + centre
+    x0, y0 = np.floor(x), np.floor(y)
+    matrix = np.zeros((size * size, size * size), np.float32)
+    target = np.arange(size * size)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        xs, ys = x0 + dx, y0 + dy
+        weight = (1 - np.abs(x - xs)) * (1 - np.abs(y - ys))
+        inside = (xs >= 0) & (xs < size) & (ys >= 0) & (ys < size)
+        source = (ys * size + xs)[inside].astype(int)
+        np.add.at(matrix, (source, target[inside]), weight[inside])
+    return matrix
+
+
+def augmented_views(image, views=TTA_VIEWS):
+    """The image batch (n, 28, 28) under each (degrees, scale) of `views`. Each warp is a fixed
+    linear map, so a frozen built-in Dense layer holds it: the model stays loadable with
+    safe_mode and exportable, and costs 0.6 MFLOPs per view beside the members' own."""
     import keras
 
-    grid = keras.layers.Reshape((28, 28, 1))(image)
-    padded = keras.layers.ZeroPadding2D(1)(grid)
-    views = []
-    for rows, columns in shifts:
-        # Cropping the padded 30x30 more on one side than the other moves the digit.
-        cropped = keras.layers.Cropping2D(((1 - rows, 1 + rows), (1 - columns, 1 + columns)))(padded)
-        views.append(keras.layers.Reshape((28, 28))(cropped))
-    return views
+    flat = keras.layers.Flatten()(image)
+    outputs = []
+    for index, (degrees, scale) in enumerate(views):
+        if (degrees, scale) == (0.0, 1.0):
+            outputs.append(image)
+            continue
+        warp = keras.layers.Dense(28 * 28, use_bias=False, trainable=False, name=f"view_{index}")
+        warped = warp(flat)
+        warp.set_weights([affine_matrix(degrees, scale)])
+        outputs.append(keras.layers.Reshape((28, 28))(warped))
+    return outputs
 
 
 def combine(models: list, name: str = "ensemble", test_time_augmentation: bool = False):
-    """One model whose output is the mean of `models`' softmax outputs (over shifted
-    views of the input too, if `test_time_augmentation`)."""
+    """One model whose output is the mean of `models`' softmax outputs (over rotated and
+    scaled views of the input too, if `test_time_augmentation`)."""
     import keras
 
     if not models:
         raise UsageError("an ensemble needs at least one model")
     image = keras.Input(shape=(28, 28), name="image")
-    views = shifted_views(image) if test_time_augmentation else [image]
+    views = augmented_views(image) if test_time_augmentation else [image]
     outputs = []
     for index, model in enumerate(models):
         model.name = f"member_{index}"  # nested models need distinct names to be saved
@@ -74,7 +105,8 @@ def _write_ensemble_run(member_dirs: list[Path], data: Mnist, run_dir: Path, nam
     config = {
         "model": name,
         "members": summaries,
-        "test_time_augmentation": list(map(list, TTA_SHIFTS)) if test_time_augmentation else None,
+        "test_time_augmentation": ([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
+                                   if test_time_augmentation else None),
         "command": " ".join(sys.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {"source": str(data.source), "sha256": data.checksums,

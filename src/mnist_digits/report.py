@@ -56,7 +56,7 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
                       f"(best validation accuracy at epoch {config.get('best_epoch')})."]
     if config.get("members"):
         lines += ["", f"Ensemble of {len(config['members'])} members, probabilities averaged"
-                      f"{' with test-time shifts' if config.get('test_time_augmentation') else ''}:", "",
+                      f"{' with test-time views (rotated, scaled)' if config.get('test_time_augmentation') else ''}:", "",
                   "| member | seed | test accuracy | training time |", "|---|---:|---:|---:|"]
         lines += [f"| {m['model']} | {m['seed']} | {_percent(m['test_accuracy'])} | "
                   f"{m['train_seconds'] or 0:.0f} s |" for m in config["members"]]
