@@ -43,8 +43,9 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
             between = f"{_percent(interval[0])}–{_percent(interval[1])}" if interval else "–"
             lines.append(f"| {split} | {s['count']:,} | {_percent(s['accuracy'])} | {between} | "
                          f"{s['loss']:.4f} |")
-    lines += ["", "The 95% interval (Wilson) is the range the accuracy could take on another sample of "
-                  "as many images: two models whose test accuracies differ by less may differ by chance."]
+    lines += ["", "The 95% interval (Wilson) is where the model's accuracy on digits like these lies, "
+                  "given how many images were counted: two models whose test accuracies differ by "
+                  "less than its width may differ by chance."]
     recipe = config.get("recipe")
     if recipe:
         # The recipe's extras (warm-up, label smoothing, augmentation) where it has them.
