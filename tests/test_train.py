@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 RUN_FILES = ["model.keras", "config.json", "history.csv", "metrics.json", "report.md",
@@ -139,3 +140,23 @@ def test_ctrl_c_keeps_the_best_model_so_far(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["interrupted"] is True and config["best_epoch"] >= 2
     assert (out / "model.keras").is_file() and (out / "report.md").is_file()
+
+
+def test_evaluation_shows_progress_on_a_terminal_only(small_mnist, monkeypatch):
+    import io
+
+    from mnist_digits.evaluation import evaluate
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def uniform(images):
+        return np.full((len(images), 10), 0.1, np.float32)
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        metrics = evaluate(uniform, small_mnist).metrics
+        assert metrics["test"]["count"] == len(small_mnist.y_test)
+        total = len(small_mnist.y_train) + len(small_mnist.y_val) + len(small_mnist.y_test)
+        assert ("evaluating:" in stream.getvalue() and f"/{total} " in stream.getvalue()) == shown
