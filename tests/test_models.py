@@ -107,16 +107,14 @@ def test_augmentation_shift_moves_the_digit_by_whole_pixels(tiny_mnist):
 
 
 def _warped(images: np.ndarray, degrees: float, scale: float) -> np.ndarray:
-    """Images rotated and scaled about their centre by the TensorFlow op training.augment uses."""
-    import tensorflow as tf
+    """Images rotated and scaled about their centre by the warp training.augment uses."""
+    from mnist_digits.training import affine_warp
 
-    angle, centre = np.deg2rad(degrees), 13.5
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    transform = np.array([[cos, sin, centre - cos * centre - sin * centre,
-                           -sin, cos, centre + sin * centre - cos * centre, 0, 0]], np.float32)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images[..., None], transforms=np.repeat(transform, len(images), 0), output_shape=[28, 28],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT").numpy()[..., 0]
+    def each(value):
+        return np.full(len(images), value, np.float32)
+
+    return affine_warp(images, angle=each(np.deg2rad(degrees)), scale=each(scale),
+                       shift_x=each(0), shift_y=each(0)).numpy()
 
 
 def _two_members():

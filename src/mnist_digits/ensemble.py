@@ -30,12 +30,12 @@ TTA_VIEWS = ((0.0, 1.0), (6.0, 1.0), (-6.0, 1.0), (0.0, 0.93), (0.0, 1.07))
 def affine_matrix(degrees: float, scale: float, size: int = 28) -> np.ndarray:
     """The (size*size, size*size) matrix M with warped.flat = image.flat @ M: rotation by
     `degrees` and scaling by `scale` about the image centre, bilinear, black outside -- the
-    warp training.augment draws at random, here fixed, so a plain Dense layer applies it."""
+    warp training.affine_warp applies, here as a fixed matrix a plain Dense layer can hold."""
     centre = (size - 1) / 2.0
     angle = np.deg2rad(degrees)
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     rows, columns = np.mgrid[0:size, 0:size].reshape(2, -1).astype(np.float64)
-    # Where each output pixel reads from (the map training.augment gives the TensorFlow op).
+    # Where each output pixel reads from (the map training.affine_warp gives the TensorFlow op).
     x = cos * (columns - centre) + sin * (rows - centre) + centre
     y = -sin * (columns - centre) + cos * (rows - centre) + centre
     x0, y0 = np.floor(x), np.floor(y)

@@ -140,8 +140,7 @@ def augments(recipe: Recipe) -> bool:
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor, recipe: Recipe) -> tf.Tensor:
-    """Rotate, scale and shift each image of a batch (n, 28, 28) by its own random amount,
-    about the image centre, filling with black.
+    """Rotate, scale and shift each image of a batch (n, 28, 28) by its own random amount.
 
     Stateless random ops keyed by `seed` (shape [2]): the same seed and step give the same
     distortion, so a run repeats exactly. One projective-transform op per batch, in the
@@ -149,9 +148,15 @@ def augment(images: tf.Tensor, seed: tf.Tensor, recipe: Recipe) -> tf.Tensor:
     """
     count = tf.shape(images)[0]
     uniform = tf.random.stateless_uniform([count, 4], seed, minval=-1.0, maxval=1.0)
-    angle = uniform[:, 0] * (recipe.rotation_degrees * np.pi / 180.0)
-    scale = 1.0 + uniform[:, 1] * recipe.zoom
-    shift_x, shift_y = uniform[:, 2] * recipe.shift_pixels, uniform[:, 3] * recipe.shift_pixels
+    return affine_warp(images, angle=uniform[:, 0] * (recipe.rotation_degrees * np.pi / 180.0),
+                       scale=1.0 + uniform[:, 1] * recipe.zoom,
+                       shift_x=uniform[:, 2] * recipe.shift_pixels,
+                       shift_y=uniform[:, 3] * recipe.shift_pixels)
+
+
+def affine_warp(images, angle, scale, shift_x, shift_y) -> tf.Tensor:
+    """Each image (n, 28, 28) rotated by `angle` radians and scaled by `scale` about the image
+    centre, then shifted; bilinear, black filling in. The amounts are (n,) per image."""
     # The transform maps each output pixel to the input pixel it is read from:
     # input = R(-angle) / scale @ (output - centre - shift) + centre.
     centre = (28 - 1) / 2.0
