@@ -8,6 +8,7 @@ inputs failed); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -166,6 +167,63 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_read(args) -> int:
+    import json
+
+    from .predict import UNSURE_BELOW, Predictor, collect_inputs, prepared_png_name
+    from .read import annotated_png, number_line, read_inputs
+    from .runs import write_bytes
+
+    unsure_below = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
+    if not 0.0 <= unsure_below <= 1.0:
+        raise UsageError(f"--unsure-below must be between 0 and 1 (got {unsure_below})")
+    if args.save_annotated and os.path.exists(args.save_annotated) and not os.path.isdir(args.save_annotated):
+        raise UsageError(f"--save-annotated {args.save_annotated} exists and is not a folder")
+    inputs = list(collect_inputs(args.inputs))
+    predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
+    used_names: set[str] = set()
+    failed = 0
+    with _progress(len(inputs), "image") as show:
+        for name, source, result in read_inputs(predictor, inputs):
+            failed += isinstance(result, str)
+            if isinstance(result, str):
+                show(json.dumps({"file": name, "error": result}) if args.json
+                     else f"{PROG}: error: {name}: {result}", error=not args.json)
+                continue
+            if args.save_annotated:
+                write_bytes(os.path.join(args.save_annotated, prepared_png_name(name, used_names)),
+                            annotated_png(source, result))
+            show(json.dumps({"file": name, **result.record()}) if args.json else number_line(name, result))
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _progress(total: int, unit: str):
+    """A `show(line, error=False)` that prints around a progress bar (stderr, above 1,000
+    inputs, terminals only) advanced once per line shown."""
+    bar = None
+    if total > 1000:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=unit, file=sys.stderr, disable=None)
+
+    def show(line: str, error: bool = False) -> None:
+        stream = sys.stderr if error else sys.stdout
+        if bar is None:
+            print(line, file=stream)
+        else:
+            bar.write(line, file=stream)
+            bar.update()
+
+    try:
+        yield show
+    except BrokenPipeError:  # `... | head`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # nothing more to flush at exit
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -279,6 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: 0.9)")
     predict.set_defaults(handler=cmd_predict)
     # --- end predict ---
+
+    # --- read (issue 12) ---
+    read = commands.add_parser(
+        "read", help="read whole numbers: several digits in one image, line by line",
+        description="Find the digits in each image (pieces of one digit joined, touching digits "
+                    "split where the model reads the pieces most confidently), prepare each like an "
+                    "MNIST digit and print the number, left to right, one line of digits per line. "
+                    "Exit code 1 if any input failed.")
+    read.add_argument("model", metavar="MODEL", help="run folder or model file")
+    read.add_argument("inputs", metavar="INPUT", nargs="+",
+                      help="image files (png, jpg, bmp, gif, webp, tif) or folders (walked)")
+    read.add_argument("--json", action="store_true",
+                      help="one JSON object per input on stdout: file, text, digits (digit, confidence, "
+                           "alternatives, unsure, box [x0, y0, x1, y1]), unsure -- or file, error")
+    read.add_argument("--save-annotated", metavar="DIR",
+                      help="write a copy of each image with the digits' boxes and values drawn on it "
+                           "as PNG into DIR")
+    read.add_argument("--unsure-below", type=float, metavar="P",
+                      help="mark digits with calibrated confidence below P as unsure (default: 0.9)")
+    read.set_defaults(handler=cmd_read)
+    # --- end read ---
 
     # --- serve (issue 4) ---
     serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on",

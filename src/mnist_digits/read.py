@@ -19,16 +19,19 @@ than a digit is.
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from scipy.signal import find_peaks
 
 from .errors import InputImageError
 from .predict import Predictor
-from .preprocess import STRONG_INK, find_ink, prepare_piece
+from .preprocess import _array_to_gray, find_ink, load_image, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -360,3 +363,55 @@ def _digit_read(piece: _Piece, probabilities: np.ndarray, scale: float, line: in
                 math.ceil(box.x1 * scale), math.ceil(box.y1 * scale))
     return DigitRead(digit, confidence, [(int(d), float(probabilities[d])) for d in ranked[1:1 + ALTERNATIVES]],
                      confidence < unsure_below, original, line, piece.prepared)
+
+
+# --- many inputs, and results as the command shows them ----------------------------------
+
+
+def read_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]]) -> Iterator[tuple[str, object, NumberRead | str]]:
+    """(name, source, result or the one-line error) for each of predict.collect_inputs' inputs."""
+    for name, source in inputs:
+        if isinstance(source, InputImageError):
+            yield name, source, str(source)
+            continue
+        try:
+            yield name, source, read_number(source, predictor)
+        except InputImageError as error:
+            yield name, source, str(error)
+
+
+def number_line(name: str, result: NumberRead) -> str:
+    """`meter.jpg: 2026  (4 digits, lowest confidence 97.1%)`; lines of digits joined by " / ",
+    unsure digits listed after."""
+    lowest = min(digit.confidence for digit in result.digits)
+    count = len(result.digits)
+    line = f"{name}: {result.text.replace(chr(10), ' / ')}  ({count} digit{'s' * (count != 1)}, " \
+           f"lowest confidence {lowest:.1%})"
+    unsure = [f"{place}: {digit.digit} {digit.confidence:.1%} or {digit.alternatives[0][0]}"
+              for place, digit in enumerate(result.digits, start=1) if digit.unsure]
+    return line + (f"  unsure digit {', '.join(unsure)}" if unsure else "")
+
+
+def annotated_png(source, result: NumberRead) -> bytes:
+    """PNG bytes of the image with each digit's box, value and confidence drawn on it
+    (red for unsure digits): to see why a number was misread."""
+    if isinstance(source, np.ndarray):
+        image = Image.fromarray(np.round(_array_to_gray(source) * 255).astype(np.uint8))
+    else:
+        image = load_image(source)
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    thickness = max(1, round(max(image.size) / 300))
+    for digit in result.digits:
+        x0, y0, x1, y1 = digit.box
+        colour = (220, 30, 30) if digit.unsure else (0, 150, 60)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=thickness)
+        # The digit above its box, the confidence below: side by side they would overlap.
+        big = ImageFont.load_default(size=max(10, (y1 - y0) // 3))
+        small = ImageFont.load_default(size=max(9, (y1 - y0) // 6))
+        draw.text(((x0 + x1) // 2, y0 - thickness), str(digit.digit), fill=colour, font=big, anchor="mb")
+        draw.text(((x0 + x1) // 2, y1 + thickness), f"{digit.confidence:.0%}", fill=colour, font=small,
+                  anchor="mt")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
