@@ -10,7 +10,8 @@ Numbers come from tests/number_images.py: 4 digits (and 2-8 digits), "apart" or
 Per kind: exact-number accuracy and per-digit accuracy (digits matched in order, over the
 true digits) for `read`, and for the baseline (exact: all of the number's digits right).
 Targets with cnn-small: 4-digit apart exact >= 95%, touching >= 85%; per-digit within
-1 point of the baseline when apart. Speed with mlp: >= 150 four-digit numbers/s.
+1 point of the baseline when apart. Speed with mlp: >= 150 four-digit numbers/s, and
+POST /api/read p99 under 100 ms for a 4-digit drawing.
 """
 
 from __future__ import annotations
@@ -76,6 +77,34 @@ def speed(predictor, numbers) -> tuple[float, float]:
     return read_rate, len(numbers) / (time.perf_counter() - start)
 
 
+def api_latency(predictor, numbers) -> list[float]:
+    """Milliseconds per POST /api/read through a real server on loopback, one client, for
+    4-digit drawings sent as the page sends them (140 px tall PNGs)."""
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from mnist_digits.serve import create_app, running
+
+    bodies = []
+    for number in numbers:
+        image = Image.fromarray(number.image)
+        image = image.resize((round(image.width * 140 / image.height), 140), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        bodies.append(buffer.getvalue())
+    times = []
+    with running(create_app(predictor)) as url, httpx.Client(base_url=url) as client:
+        for body in bodies[:5]:  # warm up
+            client.post("/api/read", content=body, headers={"Content-Type": "image/png"})
+        for body in bodies:
+            start = time.perf_counter()
+            client.post("/api/read", content=body, headers={"Content-Type": "image/png"}).raise_for_status()
+            times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cnn_small", help="cnn-small run folder (accuracy)")
@@ -105,6 +134,9 @@ def main() -> None:
         read_rate, baseline_rate = speed(predictor, numbers)
         print(f"  {spacing:<9} {style:<7} read {read_rate:6.0f}/s   predict one digit image at a time "
               f"{baseline_rate:6.0f}/s   ratio {read_rate / baseline_rate:.2f}")
+    times = api_latency(predictor, compose(images, labels, args.count, args.seed + 200, 4, "apart", "canvas"))
+    print(f"\nPOST /api/read, one client, 4-digit drawings 140 px tall: p50 {np.percentile(times, 50):.0f} ms, "
+          f"p99 {np.percentile(times, 99):.0f} ms (target p99 < 100 ms)")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ validation digits), for the `read` tests and benchmarks/read_numbers.py.
     number = compose_number(test_images, test_labels, rng, digits=4, spacing="touching", style="photo")
     number.image, number.text, number.singles  # singles: each digit alone, rendered alike
 
-Spacing: "apart" (gaps of 15-60% of a digit's height) or "touching" (from 1 px apart to
-overlapping by 3 px). Each digit gets its own size (+-15%), slant (+-0.3) and baseline jitter.
+Spacing: "apart" (gaps of 3-11 px at MNIST's scale, 15-55% of a digit's height) or
+"touching" (from 1 px apart to overlapping by 3 px), or a number of pixels. Each digit gets its own size (+-15%), slant (+-0.3) and baseline jitter.
 Style: "canvas" (black on white, as the page exports a drawing) or "photo" (tinted paper,
 uneven light, grey ink, noise, blur, a small rotation, JPEG).
 """
@@ -58,7 +58,10 @@ def _place(inks: list[np.ndarray], spacing: str, rng: np.random.Generator):
     positions, x = [], 8
     for index, ink in enumerate(inks):
         if index:
-            x += int(rng.integers(3, 12)) if spacing == "apart" else int(rng.integers(-3, 2))
+            if isinstance(spacing, int):
+                x += spacing
+            else:
+                x += int(rng.integers(3, 12)) if spacing == "apart" else int(rng.integers(-3, 2))
         top = (height - ink.shape[0]) // 2 + int(rng.integers(-2, 3))
         positions.append((top, x))
         x += ink.shape[1]
@@ -99,10 +102,14 @@ def render(ink: np.ndarray, style: str, seed: int):
     return buffer.getvalue()
 
 
-def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, digits: int,
-                   spacing: str, style: str) -> NumberImage:
-    """A number of `digits` random MNIST test digits, composed and rendered."""
-    chosen = rng.integers(0, len(images), size=digits)
+def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, digits: int | str,
+                   spacing: str | int, style: str) -> NumberImage:
+    """A number of `digits` random MNIST test digits (or of these digits, given as text),
+    composed with `spacing` (or this many pixels between digits at MNIST's scale) and rendered."""
+    if isinstance(digits, str):
+        chosen = [rng.choice(np.flatnonzero(labels == int(digit))) for digit in digits]
+    else:
+        chosen = rng.integers(0, len(images), size=digits)
     inks = [_digit_ink(images[i], rng) for i in chosen]
     canvas, singles = _place(inks, spacing, rng)
     seed = int(rng.integers(2**31))

@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --- serve (issue 4) ---
     serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on",
                                 description="Serve a page at / to draw a digit on (or upload a photo) "
-                                            "and an HTTP API: POST /api/predict, POST /api/predict/batch, "
+                                            "and an HTTP API: POST /api/predict, POST /api/predict/batch, POST /api/read, "
                                             "GET /api/health, GET /api/model; OpenAPI docs at /docs.")
     serve.add_argument("model", metavar="MODEL", help="run folder or model file")
     serve.add_argument("--host", default="127.0.0.1",

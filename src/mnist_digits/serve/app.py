@@ -3,6 +3,7 @@
     GET  /                    the drawing page (static/: every asset served here, no CDN)
     POST /api/predict         one image: multipart field `file`, or a raw body with an image/* type
     POST /api/predict/batch   up to MAX_BATCH images: multipart fields `files`; one answer or error each
+    POST /api/read            a whole number: its digits, boxes and confidences (read_api.py)
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
     GET  /docs, /redoc        OpenAPI docs (assets served here too)
@@ -230,6 +231,9 @@ def create_app(predictor) -> FastAPI:
         items = await read_batch_images(request)
         return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
 
+    from .read_api import read_router  # here: it builds on this module's request helpers
+
+    app.include_router(read_router(predictor, cpu_bound))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app
