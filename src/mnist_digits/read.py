@@ -42,17 +42,19 @@ SPECK_FRACTION = 0.02
 # Groups smaller than this fraction of the line's digit height, both ways, are specks.
 SPECK_SIZE = 0.25
 # Sizes below are in "digit heights": the median height of the marks at least half as
-# tall as the tallest. Two marks are one digit only if together they are at most
-# TALLEST digit heights tall (not two lines) and either one is at most JOIN_GAP above the
-# other with their columns overlapping by JOIN_OVERLAP of the narrower one (a 4 in two
-# strokes) or at most NEAR apart (the top stroke of a 5 or a 7), or they are side by side at most NEAR apart and
-# one is under SHORT_MARK tall (a 4 whose bar stops short of its upright), or the smaller
-# is under SMALL_MARK big and within NEAR of the other (the dot of a broken stroke). Joined
-# digits that are not one are split again below.
+# tall as the tallest. Two marks are one digit only if together they are at most TALLEST
+# digit heights tall (not two lines), and:
+#   - one is at most JOIN_GAP above the other, with their columns overlapping by
+#     JOIN_OVERLAP of the narrower one (a 4 in two strokes) or at most NEAR apart (the
+#     top stroke of a 5 or a 7); or
+#   - they are side by side, at most NEAR of the taller one apart, and one is under
+#     SHORT_MARK as tall as the other (a 4 whose bar stops short of its upright); or
+#   - the smaller is under SMALL_MARK big and within NEAR of the other (a broken stroke).
+# Joined digits that are not one are split again below.
 TALLEST = 1.6
 JOIN_GAP = 0.25
 JOIN_OVERLAP = 0.5
-SHORT_MARK = 0.65
+SHORT_MARK = 0.75
 SMALL_MARK = 0.4
 NEAR = 0.15
 # Groups at least this wide (in line heights) are candidates for splitting.
@@ -137,12 +139,13 @@ def _belong_together(a: _Box, b: _Box, digit_height: float) -> bool:
     column_overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     row_gap = max(a.y0, b.y0) - min(a.y1, b.y1)
     near = NEAR * digit_height
+    taller = max(a.height, b.height)
     if row_gap <= JOIN_GAP * digit_height and (column_overlap >= JOIN_OVERLAP * min(a.width, b.width)
                                                or (row_gap >= 0 and column_overlap >= -near)):
         return True
-    if row_gap < 0 and column_overlap >= -near and min(a.height, b.height) < SHORT_MARK * digit_height:
+    if row_gap < 0 and column_overlap >= -NEAR * taller and min(a.height, b.height) < SHORT_MARK * taller:
         return True
-    small = max(min(a.height, b.height), min(a.width, b.width)) < SMALL_MARK * digit_height
+    small = min(max(a.height, a.width), max(b.height, b.width)) < SMALL_MARK * digit_height
     return small and max(row_gap, -column_overlap) <= near
 
 
