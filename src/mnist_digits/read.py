@@ -58,7 +58,7 @@ SHORT_MARK = 0.75
 SMALL_MARK = 0.4
 NEAR = 0.15
 # Groups at least this wide (in line heights) are candidates for splitting.
-SPLIT_FROM = 0.7
+SPLIT_FROM = 1.0
 # A piece between two cuts is at least this wide (in line heights); at most MAX_SPAN
 # consecutive cut intervals make one piece.
 MIN_PIECE = 0.15
