@@ -169,7 +169,7 @@ def main() -> None:
 
     from mnist_digits.data import load_mnist, to_model_input
     from mnist_digits.ensemble import combine
-    from mnist_digits.runs import KerasClassifier
+    from mnist_digits.classifiers import KerasClassifier
 
     header = f"Measured {date.today().isoformat()} on {machine()}"
     data = load_mnist(progress=False)

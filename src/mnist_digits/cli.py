@@ -174,7 +174,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_model, format_size
+    from .export import export_model
+    from .model_card import format_size
 
     if args.max_accuracy_drop < 0:
         raise MnistDigitsError(f"--max-accuracy-drop must be 0 or more (got {args.max_accuracy_drop:g})")

@@ -36,14 +36,14 @@ class Predictor:
 
     def __init__(self, classifier, unsure_below: float = UNSURE_BELOW):
         self.classifier = classifier
-        self.temperature = float(getattr(classifier, "temperature", 1.0))
+        self.temperature = float(classifier.temperature)
         self.unsure_below = float(unsure_below)
         # The classifier's traced function is not promised to be re-entrant: one call at a time.
         self._model_lock = threading.Lock()
 
     @classmethod
     def from_path(cls, path, **kwargs) -> "Predictor":
-        from .runs import load_classifier
+        from .classifiers import load_classifier  # not at start-up: it may load TensorFlow
 
         return cls(load_classifier(path), **kwargs)
 

@@ -164,14 +164,10 @@ async def read_batch_images(request: Request) -> list[bytes]:
 
 def model_summary(predictor) -> dict:
     classifier = predictor.classifier
-    info = getattr(classifier, "info", {})
-    parameters = info.get("config", {}).get("parameters")
-    if parameters is None and hasattr(classifier, "parameter_count"):
-        parameters = classifier.parameter_count
     return {
         "name": classifier.name,
-        "parameters": parameters,
-        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "parameters": classifier.parameter_count,
+        "test_accuracy": classifier.info.get("test", {}).get("accuracy"),
         "calibration_temperature": predictor.temperature,
         "unsure_below": predictor.unsure_below,
     }
