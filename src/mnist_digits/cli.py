@@ -108,7 +108,7 @@ def cmd_predict(args) -> int:
 
     from PIL import Image
 
-    from .predict import (UNSURE_BELOW, Predictor, answer_line, answer_record, collect_inputs,
+    from .predict import (UNSURE_BELOW, Failure, Predictor, answer_line, answer_record, collect_inputs,
                           predict_inputs, prepared_png_name)
     from .preprocess import to_png
     from .runs import write_bytes
@@ -143,15 +143,15 @@ def cmd_predict(args) -> int:
         for name, answer in predict_inputs(load_predictor, inputs):
             if progress is not None:
                 progress.update()
-            failed += "error" in answer
-            unsure += answer.get("unsure", False)
-            if args.save_prepared and "prepared" in answer:
+            failed += isinstance(answer, Failure)
+            unsure += not isinstance(answer, Failure) and answer.unsure
+            if args.save_prepared and not isinstance(answer, Failure):
                 write_bytes(os.path.join(args.save_prepared, prepared_png_name(name, used_names)),
-                            to_png(answer["prepared"]))
+                            to_png(answer.prepared))
             if args.json:
                 show(json.dumps(answer_record(name, answer)))
-            elif "error" in answer:
-                show(f"{PROG}: error: {name}: {answer['error']}", to=sys.stderr)
+            elif isinstance(answer, Failure):
+                show(f"{PROG}: error: {name}: {answer.error}", to=sys.stderr)
             else:
                 show(answer_line(name, answer, args.top_k))
     except BrokenPipeError:  # `... | head`: the reader has all it wants

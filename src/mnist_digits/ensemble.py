@@ -11,8 +11,6 @@ use it like any other model, with safe_mode and without code of ours.
 
 from __future__ import annotations
 
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from . import runs
 from .classifiers import KerasClassifier, load_keras_model
 from .data import Mnist
 from .errors import UsageError
-from .pipeline import library_versions, train_run, write_evaluation
+from .pipeline import run_config, train_run, write_evaluation
 
 MEMBERS_DIR = "members"  # each member's own run folder, under the ensemble's
 
@@ -104,20 +102,11 @@ def _write_ensemble_run(member_dirs: list[Path], data: Mnist, run_dir: Path, nam
     model = combine(members, name=name.replace("-", "_"), test_time_augmentation=test_time_augmentation)
     runs.save_keras_model(model, run_dir / runs.MODEL_FILE)
     summaries = [_member_summary(Path(d)) for d in member_dirs]
-    config = {
-        "model": name,
-        "members": summaries,
-        "test_time_augmentation": ([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
-                                   if test_time_augmentation else None),
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(model.count_params()),
-        "train_seconds": round(sum(s["train_seconds"] or 0 for s in summaries), 2),
-        **extra_config,
-    }
+    config = run_config(
+        name, data, model, members=summaries,
+        test_time_augmentation=([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
+                                if test_time_augmentation else None),
+        train_seconds=round(sum(s["train_seconds"] or 0 for s in summaries), 2), **extra_config)
     runs.write_json(run_dir / runs.CONFIG_FILE, config)
     evaluation = write_evaluation(KerasClassifier(model, name), data, run_dir, config)
     return run_dir, evaluation.metrics

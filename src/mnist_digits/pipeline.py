@@ -23,6 +23,21 @@ def library_versions() -> dict:
             "platform": platform.platform()}
 
 
+def run_config(model_name: str, data: Mnist, model, **details) -> dict:
+    """config.json of a run: the model and `details` (seed, recipe, members...), then what
+    every run records: the command, when, the data it saw, library versions, parameters."""
+    return {
+        "model": model_name,
+        **details,
+        "command": " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"source": str(data.source), "sha256": data.checksums,
+                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+        "versions": library_versions(),
+        "parameters": int(model.count_params()),
+    }
+
+
 def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
                      history: dict | None = None) -> Evaluation:
     """metrics.json, the figures and report.md for `classifier` in folder `out`."""
@@ -56,21 +71,9 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
     result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
     runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
     runs.write_history_csv(result.history, run_dir / runs.HISTORY_FILE)
-    config = {
-        "model": model_name,
-        "seed": seed,
-        "recipe": recipe_dict(result.recipe),
-        "arguments": arguments or {},
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(result.model.count_params()),
-        "train_seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch,
-        "interrupted": result.interrupted,
-    }
+    config = run_config(model_name, data, result.model, seed=seed, recipe=recipe_dict(result.recipe),
+                        arguments=arguments or {}, train_seconds=round(result.seconds, 2),
+                        best_epoch=result.best_epoch, interrupted=result.interrupted)
     runs.write_json(run_dir / runs.CONFIG_FILE, config)
     classifier = KerasClassifier(result.model, model_name)
     evaluation = write_evaluation(classifier, data, run_dir, config, result.history)
