@@ -27,6 +27,8 @@ from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
 # digits. On photo-like test inputs, 0.9 flags about 8% of answers and 70% of the
 # wrong ones.
 UNSURE_BELOW = 0.9
+# How many of the most likely digits a line for a person shows.
+TOP_K = 3
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
 WORKERS_FROM = 2000
@@ -249,7 +251,7 @@ def answer_record(name: str, answer: Answer | Failure) -> dict:
             "unsure": answer.unsure}
 
 
-def answer_line(name: str, answer: Answer, top_k: int = 3) -> str:
+def answer_line(name: str, answer: Answer, top_k: int = TOP_K) -> str:
     """One line for a person: `seven.jpg: 7  98.4%  (top 3: 7 98.4%, 1 1.0%, 2 0.3%)`."""
     probabilities = answer.probabilities
     ranked = sorted(range(10), key=lambda digit: -probabilities[digit])[:top_k]
