@@ -49,7 +49,7 @@ def main() -> None:
                              "and confirm it gives the same test accuracy")
     args = parser.parse_args()
 
-    data = load_mnist(args.data, progress=False)
+    data = load_mnist(args.data)
     splits = {"validation": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
     probabilities = {name: [] for name in splits}
     print("| run | validation | test |\n|---|---:|---:|")

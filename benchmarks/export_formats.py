@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the exports here (default: a temporary folder)")
     args = parser.parse_args()
 
-    data = load_mnist(progress=False)
+    data = load_mnist()
     images, labels = to_model_input(data.x_test), data.y_test.astype(np.int64)
     rows = [measure("keras (baseline)", load_classifier(args.run),
                     (args.run / runs.MODEL_FILE).stat().st_size, images, labels, args.calls)]
