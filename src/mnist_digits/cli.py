@@ -8,23 +8,16 @@ inputs failed); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import warnings
-
-from PIL import Image
 
 from . import __version__
 from .errors import MnistDigitsError, UsageError
-# The library's choices and defaults. None of these modules imports TensorFlow, so
-# `--help` and `predict` stay quick; the commands import the rest when they run.
+# The library's choices and defaults. None of these modules imports TensorFlow (or SciPy),
+# so `--help` stays quick; the commands import the rest when they run.
+from .evaluation import UNSURE_BELOW
 from .export import DEFAULT_MAX_ACCURACY_DROP, FORMATS, QUANTIZATIONS, REPRESENTATIVE_IMAGES
 from .models import DEFAULT_MODEL, MODELS
-from .predict import (TOP_K, UNSURE_BELOW, Failure, Predictor, answer_line, answer_record, collect_inputs,
-                      predict_inputs, prepared_png_name)
-from .preprocess import to_png
-from .runs import write_bytes
 from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
@@ -115,6 +108,17 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    import json
+    import warnings
+
+    from PIL import Image
+
+    # Not at start-up: preparing images needs SciPy, which takes most of a second to import.
+    from .predict import (Failure, Predictor, answer_line, answer_record, collect_inputs,
+                          predict_inputs, prepared_png_name)
+    from .preprocess import to_png
+    from .runs import write_bytes
+
     if not 1 <= args.top_k <= 10:
         raise UsageError(f"--top-k must be between 1 and 10 (got {args.top_k})")
     if not 0.0 <= args.unsure_below <= 1.0:
@@ -265,8 +269,8 @@ def _predict_parser(commands) -> None:
     predict.add_argument("inputs", metavar="INPUT", nargs="+",
                          help="image files (png, jpg, bmp, gif, webp, tif), folders (walked), "
                               "or an IDX/.npy batch of images")
-    predict.add_argument("--top-k", type=int, default=TOP_K, metavar="K",
-                         help=f"show the K most likely digits (default: {TOP_K})")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K",
+                         help="show the K most likely digits (default: 3)")
     predict.add_argument("--json", action="store_true",
                          help="one JSON object per input on stdout: file, digit, confidence, "
                               "probabilities, unsure -- or file, error")

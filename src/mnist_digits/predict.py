@@ -19,16 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, InputImageError
-from .evaluation import apply_temperature
+from .evaluation import UNSURE_BELOW, apply_temperature
 from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
 
-# Below this calibrated confidence an answer is marked unsure. Calibrated on the
-# validation split, so a confidence c means "right about c of the time" on MNIST-like
-# digits. On photo-like test inputs, 0.9 flags about 8% of answers and 70% of the
-# wrong ones.
-UNSURE_BELOW = 0.9
-# How many of the most likely digits a line for a person shows.
-TOP_K = 3
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
 WORKERS_FROM = 2000
@@ -251,7 +244,7 @@ def answer_record(name: str, answer: Answer | Failure) -> dict:
             "unsure": answer.unsure}
 
 
-def answer_line(name: str, answer: Answer, top_k: int = TOP_K) -> str:
+def answer_line(name: str, answer: Answer, top_k: int) -> str:
     """One line for a person: `seven.jpg: 7  98.4%  (top 3: 7 98.4%, 1 1.0%, 2 0.3%)`."""
     probabilities = answer.probabilities
     ranked = sorted(range(10), key=lambda digit: -probabilities[digit])[:top_k]
