@@ -52,7 +52,7 @@ def matched(truth: str, read: str) -> int:
 def accuracy(predictor, numbers) -> dict:
     texts = [read_text(number.image, predictor) for number in numbers]
     singles = [predictor.predict_images(number.singles) for number in numbers]
-    one_by_one = ["".join(str(answer.get("digit", "?")) for answer in answers) for answers in singles]
+    one_by_one = ["".join(str(getattr(answer, "digit", "?")) for answer in answers) for answers in singles]
     digits = sum(len(number.text) for number in numbers)
     return {
         "exact": np.mean([text == number.text for text, number in zip(texts, numbers)]),

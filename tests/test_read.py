@@ -98,7 +98,7 @@ def _digit_read_alone(predictor, images, labels, digit: int):
     """Test digits of one class that predict reads right, as ink (0-1)."""
     for index in np.flatnonzero(labels == digit)[:200]:
         ink = images[index] / 255.0
-        if predictor.predict_image(canvas(ink))["digit"] == digit:
+        if predictor.predict_image(canvas(ink)).digit == digit:
             yield ink
 
 
@@ -115,7 +115,7 @@ def test_a_broken_five_whose_top_stroke_is_apart_is_one_digit(predictor, test_di
             if marks(broken) == 2 and marks(broken[:row]) == 1:
                 result = read_number(canvas(broken), predictor)
                 assert len(result.digits) == 1, f"a 5 broken at row {row} read as {result.text!r}"
-                assert result.text == str(predictor.predict_image(canvas(broken))["digit"])
+                assert result.text == str(predictor.predict_image(canvas(broken)).digit)
                 read.append(result.text)
                 break
         if len(read) == 3:

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import InputImageError, first_line
+from .errors import InputImageError, NoDigitFound, first_line
 
 # Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
 # photo passes; a decompression bomb does not). Pillow's own limit is higher.
@@ -495,7 +495,7 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
     """Decode `source` and find its ink the way MNIST digits need it: upright, grey,
     transparency on paper, polarity, paper and uneven light taken away, noise cut.
     Records the "gray", "ink" and "flat" images in `steps` when given. Raises
-    InputImageError for unreadable images and for ones with no ink in them. Marks
+    InputImageError for unreadable images, NoDigitFound for ones with no ink in them. Marks
     lighter than `speck_fraction` of the heaviest are specks, left out of the mask."""
     gray, scale = _gray_from_source(source)
     if steps is not None:
@@ -508,11 +508,11 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
     if steps is not None:
         steps["ink"] = ink
     if flat is None:
-        raise InputImageError("no digit found (the image is blank or has almost no contrast)")
+        raise NoDigitFound("no digit found (the image is blank or has almost no contrast)")
     if steps is not None:
         steps["flat"] = flat
     if mask is None:
-        raise InputImageError("no digit found (no ink left after removing the background)")
+        raise NoDigitFound("no digit found (no ink left after removing the background)")
     return Ink(flat, mask, scale)
 
 
@@ -530,7 +530,7 @@ def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None)
     if steps is not None:
         steps["fit"] = fitted
     if fitted.sum() <= 0:
-        raise InputImageError("no digit found (the ink vanished when scaled to 20 px)")
+        raise NoDigitFound("no digit found (the ink vanished when scaled to 20 px)")
     prepared = _centre(fitted / fitted.max())
     if steps is not None:
         steps["prepared"] = prepared
@@ -544,7 +544,7 @@ def prepare(source, return_steps: bool = False):
     with 3 or 4 channels; uint8, uint16, bool or float in [0, 1]). Returns a (28, 28)
     float32 array in [0, 1], white ink on black -- with `return_steps=True`, also an
     ordered dict of the intermediate images (step name -> 2-D array) for display.
-    Raises InputImageError for unreadable images and for ones with no digit in them.
+    Raises InputImageError for unreadable images, NoDigitFound for ones with no digit in them.
     """
     steps: OrderedDict[str, np.ndarray] | None = OrderedDict() if return_steps else None
     ink = find_ink(source, steps)

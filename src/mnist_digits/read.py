@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from scipy.signal import find_peaks
 
-from .errors import InputImageError
+from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .preprocess import _array_to_gray, find_ink, load_image, prepare_piece
 
@@ -255,7 +255,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
                               box.x0 + cols[0] - reach, box.x0 + cols[-1] + 1 - reach)
             try:
                 prepared = prepare_piece(flat, mask)
-            except InputImageError:  # nothing left at 20 px: not a digit
+            except NoDigitFound:  # nothing left at 20 px: not a digit
                 continue
             pieces.append(_Piece(group, start, end, strong_box, prepared))
     return pieces
@@ -293,19 +293,16 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     """Read the number in one image (path, bytes, PIL image or array) with `predictor`
     (a predict.Predictor, or any loaded classifier: it is wrapped in one).
 
-    Raises InputImageError for what `prepare` refuses, for an image with no digits
-    ("no digits found ...") and for one with more than MAX_MARKS marks.
+    Raises InputImageError for what `prepare` refuses, NoDigitFound for an image with no
+    digits ("no digits found ...") and TooManyMarks for one with more than MAX_MARKS marks.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor(predictor)
     unsure_below = predictor.unsure_below if unsure_below is None else unsure_below
     try:
         ink = find_ink(source, speck_fraction=SPECK_FRACTION)
-    except InputImageError as error:
-        message = str(error)
-        if message.startswith("no digit found"):
-            raise InputImageError("no digits found" + message[len("no digit found"):]) from None
-        raise
+    except NoDigitFound as error:  # "no digit found (...)": say it of the number
+        raise NoDigitFound("no digits found" + str(error).removeprefix("no digit found")) from None
     labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
     if count > 3 * MAX_MARKS:
         raise _too_many(count)
@@ -335,7 +332,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             group_mask = np.isin(labels[box.y0:box.y1, box.x0:box.x1], np.array(groups[g]) + 1)
             pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
     if not pieces:
-        raise InputImageError("no digits found (no ink left after removing the background)")
+        raise NoDigitFound("no digits found (no ink left after removing the background)")
     probabilities = predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
     scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
 
@@ -356,8 +353,8 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     return NumberRead("\n".join(text_lines), digits)
 
 
-def _too_many(count: int) -> InputImageError:
-    return InputImageError(f"{count} separate marks: more than a number has (at most {MAX_MARKS}); "
+def _too_many(count: int) -> TooManyMarks:
+    return TooManyMarks(f"{count} separate marks: more than a number has (at most {MAX_MARKS}); "
                            "crop the image to the number")
 
 

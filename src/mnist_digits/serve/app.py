@@ -29,12 +29,10 @@ than the model call (0.1 to 0.4 ms); a batcher measured no faster and added a th
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 
 import anyio
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -42,23 +40,19 @@ from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .. import __version__, preprocess
-from ..errors import InputImageError
+from .. import __version__
+from ..errors import InputImageError, NoDigitFound
+from ..predict import Answer, Failure
+# How a request carries one image, shared with /api/read (read_api.py).
+from .bodies import IMAGE_BODY as _IMAGE_BODY
+from .bodies import PREDICT_BODY as _PREDICT_BODY
+from .bodies import image_data_url, media_type, read_single_image
+from .read_api import read_router
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 64
 STATIC_DIR = Path(__file__).parent / "static"
-# How preprocess.prepare begins its message for a readable image with nothing in it.
-NO_DIGIT = "no digit found"
-
-# The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
-# request itself so that one route takes both a form upload and a raw image body).
-_IMAGE_BODY = {"type": "string", "format": "binary"}
-_PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": _IMAGE_BODY}}},
-    "image/*": {"schema": _IMAGE_BODY},
-}}}
+# The request body /api/predict/batch accepts, for the OpenAPI docs.
 _BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
         "files": {"type": "array", "items": _IMAGE_BODY, "maxItems": MAX_BATCH}}}},
@@ -102,55 +96,34 @@ def too_large_message() -> str:
     return f"request body over {MAX_BODY_BYTES // 2**20} MiB; send a smaller image"
 
 
-def image_data_url(prepared: np.ndarray) -> str:
-    """The prepared 28x28 image as a PNG data URL the page can show."""
-    return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
-
-
-def answer_json(answer: dict, image_url: str) -> dict:
+def answer_json(answer: Answer | Failure) -> dict:
+    """The API's JSON for an answer (with the prepared image), or {"error": "<one line>"}."""
+    if isinstance(answer, Failure):
+        return {"error": answer.error}
     return {
-        "digit": answer["digit"],
-        "confidence": answer["confidence"],
-        "probabilities": answer["probabilities"],
-        "unsure": answer["unsure"],
-        "image": image_url,
+        "digit": answer.digit,
+        "confidence": answer.confidence,
+        "probabilities": answer.probabilities,
+        "unsure": answer.unsure,
+        "image": image_data_url(answer.prepared),
     }
 
 
 def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit
-    (preprocess says "no digit found ..."), 400 for anything unreadable."""
+    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit,
+    400 for anything unreadable."""
     try:
         answer = predictor.predict_image(data)
+    except NoDigitFound as error:
+        raise HTTPException(422, str(error)) from None
     except InputImageError as error:
-        message = str(error)
-        raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
-    return answer_json(answer, image_data_url(answer["prepared"]))
+        raise HTTPException(400, str(error)) from None
+    return answer_json(answer)
 
 
 def read_digits(predictor, items: list[bytes]) -> list[dict]:
     """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all."""
-    return [{"error": answer["error"]} if "error" in answer
-            else answer_json(answer, image_data_url(answer["prepared"]))
-            for answer in predictor.predict_images(items)]
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def read_single_image(request: Request) -> bytes:
-    kind = media_type(request)
-    if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(400, "send the image as the multipart file field 'file'")
-            return await upload.read()
-    if kind.startswith("image/"):
-        return await request.body()
-    raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
-                             "'file' field, or the image itself with an image/* Content-Type")
+    return [answer_json(answer) for answer in predictor.predict_images(items)]
 
 
 async def read_batch_images(request: Request) -> list[bytes]:
@@ -165,14 +138,10 @@ async def read_batch_images(request: Request) -> list[bytes]:
 
 def model_summary(predictor) -> dict:
     classifier = predictor.classifier
-    info = getattr(classifier, "info", {})
-    parameters = info.get("config", {}).get("parameters")
-    if parameters is None and hasattr(classifier, "parameter_count"):
-        parameters = classifier.parameter_count
     return {
         "name": classifier.name,
-        "parameters": parameters,
-        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "parameters": classifier.parameter_count,
+        "test_accuracy": classifier.info.get("test", {}).get("accuracy"),
         "calibration_temperature": predictor.temperature,
         "unsure_below": predictor.unsure_below,
     }
@@ -230,8 +199,6 @@ def create_app(predictor) -> FastAPI:
     async def predict_batch(request: Request):
         items = await read_batch_images(request)
         return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
-
-    from .read_api import read_router  # here: it builds on this module's request helpers
 
     app.include_router(read_router(predictor, cpu_bound))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

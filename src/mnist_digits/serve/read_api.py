@@ -16,22 +16,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import InputImageError
+from ..errors import InputImageError, NoDigitFound, TooManyMarks
 from ..read import read_number
-from .app import _PREDICT_BODY, image_data_url, read_single_image
-
-# A readable image that is not a number: nothing in it, or far too much.
-NOT_A_NUMBER = ("no digits found", "more than a number has")
-
+from .bodies import PREDICT_BODY, image_data_url, read_single_image
 
 def read_json(predictor, data: bytes) -> dict:
     """Image bytes -> the answer JSON; HTTPException 422 for an image that holds no number,
     400 for anything unreadable."""
     try:
         result = read_number(data, predictor)
+    except (NoDigitFound, TooManyMarks) as error:  # readable, but not a number
+        raise HTTPException(422, str(error)) from None
     except InputImageError as error:
-        message = str(error)
-        raise HTTPException(422 if any(reason in message for reason in NOT_A_NUMBER) else 400, message) from None
+        raise HTTPException(400, str(error)) from None
     answer = result.record()
     for record, digit in zip(answer["digits"], result.digits):
         record["image"] = image_data_url(digit.prepared)
@@ -43,7 +40,7 @@ def read_router(predictor, cpu_bound: anyio.CapacityLimiter) -> APIRouter:
     router = APIRouter()
 
     @router.post("/api/read", summary="Read the number in one image: its digits, boxes and confidences",
-                 openapi_extra=_PREDICT_BODY,
+                 openapi_extra=PREDICT_BODY,
                  responses={400: {"description": "not a readable image, or malformed multipart"},
                             413: {"description": "body over 4 MiB"},
                             415: {"description": "neither multipart/form-data nor image/*"},
