@@ -111,10 +111,11 @@ def main() -> None:
     parser.add_argument("mlp", help="mlp run folder (speed)")
     parser.add_argument("--count", type=int, default=200, help="numbers per kind (default: 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed-only", action="store_true", help="skip the accuracy tables")
     args = parser.parse_args()
     data = load_mnist(progress=False)
     images, labels = data.split("test")
-    for path in (args.cnn_small, args.mlp):
+    for path in () if args.speed_only else (args.cnn_small, args.mlp):
         predictor = Predictor.from_path(path)
         name = predictor.classifier.name
         print(f"\n{name} ({path}), {args.count} numbers per kind, seed {args.seed}")

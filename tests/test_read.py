@@ -217,7 +217,7 @@ def test_what_predict_refuses_read_refuses_the_same_way(predictor, data, message
 
 
 def test_any_classifier_works_not_only_a_predictor(mlp_run, predictor, test_digits):
-    from mnist_digits.runs import load_classifier
+    from mnist_digits.classifiers import load_classifier
 
     images, labels = test_digits
     number = compose_number(images, labels, np.random.default_rng(7), "907", "apart", "canvas")
