@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed-only", action="store_true", help="skip the accuracy tables")
     args = parser.parse_args()
-    data = load_mnist(progress=False)
+    data = load_mnist()
     images, labels = data.split("test")
     for path in () if args.speed_only else (args.cnn_small, args.mlp):
         predictor = Predictor.from_path(path)

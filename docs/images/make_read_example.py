@@ -24,7 +24,7 @@ NUMBER = "2026"
 
 
 def main(model: str) -> None:
-    images, labels = load_mnist(progress=False).split("test")
+    images, labels = load_mnist().split("test")
     photo = compose_number(images, labels, np.random.default_rng(12), NUMBER, "touching", "photo").image
     (HERE / "read-example-photo.jpg").write_bytes(photo)
     result = read_number(photo, Predictor.from_path(model))
