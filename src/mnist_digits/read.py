@@ -355,7 +355,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
 
 def _too_many(count: int) -> TooManyMarks:
     return TooManyMarks(f"{count} separate marks: more than a number has (at most {MAX_MARKS}); "
-                           "crop the image to the number")
+                        "crop the image to the number")
 
 
 def _digit_read(piece: _Piece, probabilities: np.ndarray, scale: float, line: int,
