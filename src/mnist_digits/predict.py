@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import DataError, InputImageError
 from .evaluation import apply_temperature
-from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
+from .decode import IMAGE_SUFFIXES
+from .preprocess import prepare, prepare_many
 
 # Below this calibrated confidence an answer is marked unsure. Calibrated on the
 # validation split, so a confidence c means "right about c of the time" on MNIST-like
