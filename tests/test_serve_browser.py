@@ -82,6 +82,9 @@ def open_page(browser, server_url, **context_options):
 
     page.route("**/*", only_the_server)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # What the Content-Security-Policy blocks shows only on the console.
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
     page.goto(server_url + "/")
     page.wait_for_function("document.querySelector('#model-info').textContent.startsWith('Model')")
     return page, outside, errors
