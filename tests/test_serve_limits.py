@@ -26,21 +26,12 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from mnist_digits import cli
-from mnist_digits.predict import Predictor, usable_cpus
+from mnist_digits.predict import usable_cpus
 from mnist_digits.serve import MAX_BATCH, MAX_BODY_BYTES, create_app, running, server
 from mnist_digits.serve.app import REQUEST_PIXELS
 from mnist_digits.serve.limits import CpuQueue, RequestLimits
 
 STATIC = Path(cli.__file__).parent / "serve" / "static"
-
-
-class UniformClassifier:
-    """Every image is each digit with probability 0.1."""
-
-    name = "uniform"
-
-    def predict_proba(self, images):
-        return np.full((len(images), 10), 0.1, dtype=np.float32)
 
 
 def png(image: Image.Image) -> bytes:
@@ -65,8 +56,8 @@ def gif_bomb() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def app():
-    return create_app(Predictor(UniformClassifier()))
+def app(uniform_predictor):
+    return create_app(uniform_predictor)
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +216,8 @@ def test_only_loopback_host_names_are_answered_by_default(client, host, status):
     assert client.get("/api/health", headers={"Host": host}).status_code == status
 
 
-def test_allow_host_adds_names():
-    app = create_app(Predictor(UniformClassifier()),
-                     allowed_hosts=server.allowed_hosts("0.0.0.0", ("digits.example",)))
+def test_allow_host_adds_names(uniform_predictor):
+    app = create_app(uniform_predictor, allowed_hosts=server.allowed_hosts("0.0.0.0", ("digits.example",)))
     with TestClient(app, base_url="http://digits.example") as named:
         assert named.get("/api/health").status_code == 200
         assert named.get("/api/health", headers={"Host": "other.example"}).status_code == 400
