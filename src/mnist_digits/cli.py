@@ -336,9 +336,10 @@ def _positive(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
-    # (not for TFLite), while its worker processes already prepare the images.
-    if args.handler not in (cmd_data, cmd_predict):
+    # `data` needs TensorFlow only to download; `predict` and `serve` load it with a Keras
+    # model only (not for TFLite: a server ~600 MiB smaller), `predict` while its worker
+    # processes already prepare the images.
+    if args.handler not in (cmd_data, cmd_predict, cmd_serve):
         import_tensorflow_quietly()
     try:
         _positive(args)
