@@ -7,14 +7,16 @@ Each file here is one of issue 16's reproduced examples, or one of its class.
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
 
-from mnist_digits import decode, preprocess
+from mnist_digits import cli, decode, preprocess
 from mnist_digits.decode import PixelBudget, read_file
 from mnist_digits.errors import InputImageError
 from mnist_digits.preprocess import prepare, prepare_many
@@ -81,6 +83,19 @@ def test_in_a_batch_the_good_images_are_still_answered():
     results = prepare_many([good, *DAMAGED.values(), good])
     assert results[0][1] is None and results[-1][1] is None
     assert all(image is None and error for image, error in results[1:-1])
+
+
+def test_predict_answers_the_good_inputs_beside_damaged_ones(capsys, mlp_run, tmp_path):
+    """The command used to stop at the first damaged GIF with a traceback."""
+    for name, data in DAMAGED.items():
+        (tmp_path / f"{name}.png").write_bytes(data)
+    (tmp_path / "good.png").write_bytes(encode(a_digit()))
+    code = cli.main(["predict", str(mlp_run), str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    answers = {Path(line["file"]).name: line for line in map(json.loads, out.splitlines())}
+    assert code == 1 and "Traceback" not in err and len(answers) == len(DAMAGED) + 1
+    assert answers.pop("good.png")["digit"] == 1
+    assert all("error" in answer for answer in answers.values())
 
 
 def test_any_decoder_exception_becomes_an_input_error(monkeypatch):

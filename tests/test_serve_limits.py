@@ -206,7 +206,9 @@ def test_the_page_needs_nothing_its_policy_forbids(client):
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "an inline script"
     assert "<style" not in page and not re.search(r"\sstyle=", page), "an inline style"
     assert not re.search(r"\son[a-z]+=", page), "an inline event handler"
-    assert "style=" not in (STATIC / "app.js").read_text()
+    script = (STATIC / "app.js").read_text()
+    assert "style=" not in script
+    assert not re.search(r"\beval\(|new Function|set(?:Timeout|Interval)\(\s*['\"`]", script), "a string run as code"
 
 
 @pytest.mark.parametrize("host, status", [("localhost", 200), ("127.0.0.1:8000", 200), ("[::1]:8000", 200),
