@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tenso
 def mnist():
     from mnist_digits.data import load_mnist
 
-    return load_mnist(progress=False)
+    return load_mnist()
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +39,9 @@ class UniformClassifier:
     """A stand-in model: every image is each digit with probability 0.1."""
 
     name = "uniform"
+    info: dict = {}
+    temperature = 1.0
+    parameter_count = None
 
     def predict_proba(self, images):
         import numpy as np

@@ -46,8 +46,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, preprocess
 from ..decode import PixelBudget
-from ..errors import InputImageError
-from ..predict import usable_cpus
+from ..errors import InputImageError, NoDigitFound
+from ..predict import Answer, Failure, usable_cpus
 from .limits import CpuQueue, RequestLimits, SecurityHeaders
 
 MAX_BATCH = 64
@@ -57,8 +57,6 @@ REQUEST_PIXELS = 32_000_000
 # The Host names a browser may reach the server by (DNS rebinding sends others).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC_DIR = Path(__file__).parent / "static"
-# How preprocess.prepare begins its message for a readable image with nothing in it.
-NO_DIGIT = "no digit found"
 
 # The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
 # request itself so that one route takes both a form upload and a raw image body).
@@ -79,34 +77,36 @@ def image_data_url(prepared: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
 
 
-def answer_json(answer: dict, image_url: str) -> dict:
+def answer_json(answer: Answer | Failure) -> dict:
+    """The API's JSON for an answer (with the prepared image), or {"error": "<one line>"}."""
+    if isinstance(answer, Failure):
+        return {"error": answer.error}
     return {
-        "digit": answer["digit"],
-        "confidence": answer["confidence"],
-        "probabilities": answer["probabilities"],
-        "unsure": answer["unsure"],
-        "image": image_url,
+        "digit": answer.digit,
+        "confidence": answer.confidence,
+        "probabilities": answer.probabilities,
+        "unsure": answer.unsure,
+        "image": image_data_url(answer.prepared),
     }
 
 
 def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit
-    (preprocess says "no digit found ..."), 400 for anything unreadable."""
+    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit,
+    400 for anything unreadable."""
     try:
         answer = predictor.predict_image(data)
+    except NoDigitFound as error:
+        raise HTTPException(422, str(error)) from None
     except InputImageError as error:
-        message = str(error)
-        raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
-    return answer_json(answer, image_data_url(answer["prepared"]))
+        raise HTTPException(400, str(error)) from None
+    return answer_json(answer)
 
 
 def read_digits(predictor, items: list[bytes]) -> list[dict]:
     """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all,
     REQUEST_PIXELS decoded at most."""
     prepared = preprocess.prepare_many(items, PixelBudget(REQUEST_PIXELS))
-    return [{"error": answer["error"]} if "error" in answer
-            else answer_json(answer, image_data_url(answer["prepared"]))
-            for answer in predictor.answer_prepared(prepared)]
+    return [answer_json(answer) for answer in predictor.answer_prepared(prepared)]
 
 
 def media_type(request: Request) -> str:
@@ -139,14 +139,10 @@ async def read_batch_images(request: Request) -> list[bytes]:
 
 def model_summary(predictor) -> dict:
     classifier = predictor.classifier
-    info = getattr(classifier, "info", {})
-    parameters = info.get("config", {}).get("parameters")
-    if parameters is None and hasattr(classifier, "parameter_count"):
-        parameters = classifier.parameter_count
     return {
         "name": classifier.name,
-        "parameters": parameters,
-        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "parameters": classifier.parameter_count,
+        "test_accuracy": classifier.info.get("test", {}).get("accuracy"),
         "calibration_temperature": predictor.temperature,
         "unsure_below": predictor.unsure_below,
     }
