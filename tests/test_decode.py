@@ -10,6 +10,7 @@ import io
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,9 @@ def test_a_request_budget_refuses_the_images_past_it():
     results = prepare_many([drawing] * 5, PixelBudget(3 * 140 * 140))
     assert [error is None for _, error in results] == [True, True, True, False, False]
     assert "budget" in results[3][1]
+    gone = threading.Event()
+    gone.set()
+    assert "client has gone" in prepare_many([drawing], PixelBudget(10**9, gone))[0][1]
 
 
 # --- files: regular ones only, with a size cap ------------------------------------------------

@@ -166,6 +166,24 @@ def test_work_is_skipped_for_a_client_that_disconnected():
     assert anyio.run(main).status_code == 499 and done == []
 
 
+def test_a_batch_learns_that_its_client_left_while_it_runs():
+    """An abandoned batch stops at its next image instead of running to the end (a normal
+    request waited 25 s behind two abandoned batches)."""
+    request = FakeRequest()
+
+    async def leave_soon():
+        await anyio.sleep(0.2)
+        request.gone = True
+
+    async def main():
+        stop = threading.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(leave_soon)
+            return await CpuQueue(workers=1).run(request, stop.wait, 10, stop=stop)
+
+    assert anyio.run(main) is True  # stop.wait returned because stop was set, not after 10 s
+
+
 def test_worker_count_follows_the_cpu_affinity(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3})
     monkeypatch.setattr("os.cpu_count", lambda: 64)

@@ -22,6 +22,7 @@ import io
 import os
 import re
 import stat
+import threading
 
 from PIL import Image
 
@@ -57,12 +58,16 @@ EXIF_ORIENTATION = 0x0112
 
 class PixelBudget:
     """Pixels that one request (a batch of images) may decode in all: past it, the
-    remaining images are refused before decoding, so a request's CPU time is bounded."""
+    remaining images are refused before decoding, so a request's CPU time is bounded.
+    Once `stop` is set (the client has gone), nothing more is decoded."""
 
-    def __init__(self, pixels: int):
+    def __init__(self, pixels: int, stop: threading.Event | None = None):
         self.left = pixels
+        self.stop = stop
 
     def spend(self, pixels: int) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise InputImageError("not decoded: the client has gone")
         if pixels > self.left:
             raise InputImageError(f"not decoded: this request's budget of decoded pixels is spent "
                                   f"({pixels:,} more asked, {max(self.left, 0):,} left); "

@@ -13,6 +13,8 @@ and idle connections are uvicorn's, with the timeouts set in server.py.
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -26,6 +28,8 @@ DISCARD_BYTES = 16 * 1024 * 1024
 # Requests waiting for a core (beyond the ones being prepared) before the server says 503.
 MAX_WAITING = 64
 RETRY_AFTER_SECONDS = 1
+# While a batch is prepared, how often to look whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.05
 
 
 def too_large_message() -> str:
@@ -123,14 +127,17 @@ class CpuQueue:
     """CPU work for requests: `workers` at a time (more threads than cores only fight
     over the GIL), at most `waiting` more queued -- beyond that 503 with Retry-After, so
     a burst costs its senders a retry instead of everyone a long wait. A request whose
-    client has gone by the time a worker is free is dropped, not computed."""
+    client has gone by the time a worker is free is dropped, not computed; a batch whose
+    client goes while it is prepared stops at its next image."""
 
     def __init__(self, workers: int, waiting: int = MAX_WAITING):
         self.limiter = anyio.CapacityLimiter(workers)
         self.capacity = workers + waiting
         self.queued = 0
 
-    async def run(self, request, function, *args):
+    async def run(self, request, function, *args, stop: threading.Event | None = None):
+        """`function(*args)` in a worker thread, in turn; `stop`, when given, is set if
+        the client disconnects while it runs (for work that can stop part-way)."""
         if self.queued >= self.capacity:
             raise HTTPException(503, "the server is busy; try again in a second",
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -140,6 +147,19 @@ class CpuQueue:
                 if await request.is_disconnected():
                     # Nobody will read it: the status is for the access log (nginx's "client closed").
                     raise HTTPException(499, "the client disconnected before its turn")
-                return await anyio.to_thread.run_sync(function, *args)
+                if stop is None:
+                    return await anyio.to_thread.run_sync(function, *args)
+                async with anyio.create_task_group() as watcher:
+                    watcher.start_soon(_set_when_gone, request, stop)
+                    try:
+                        return await anyio.to_thread.run_sync(function, *args)
+                    finally:
+                        watcher.cancel_scope.cancel()
         finally:
             self.queued -= 1
+
+
+async def _set_when_gone(request, stop: threading.Event) -> None:
+    while not await request.is_disconnected():
+        await anyio.sleep(DISCONNECT_POLL_SECONDS)
+    stop.set()
