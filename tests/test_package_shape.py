@@ -73,7 +73,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_walk_sees_the_imports_it_checks():
     at_top, in_functions = import_graph()
     assert "mnist_digits.runs" in at_top["mnist_digits.classifiers"]
-    assert "mnist_digits.preprocess" in at_top["mnist_digits.serve.bodies"]  # `from .. import preprocess`
+    assert "mnist_digits.preprocess" in at_top["mnist_digits.serve.app"]  # `from .. import preprocess`
     assert "mnist_digits.training" in in_functions["mnist_digits.pipeline"]
     assert _cycle({"a": {"b"}, "b": {"a"}}) is not None
 

@@ -5,8 +5,8 @@ box (keeping the aspect ratio, anti-aliased), then placed in 28x28 so that their
 of mass sits at the centre. A phone photo or a canvas drawing is none of that, and a
 plain resize destroys it; `prepare` makes one the way MNIST made its digits:
 
-    load       decode safely (pixel limit checked before decoding, one frame only),
-               upright by its EXIF orientation; big JPEGs decoded straight to ~768 px
+    load       decode.py's safe decoding (the security boundary: limits, one frame,
+               EXIF orientation), reduced to at most ~768 px inside Pillow
     gray       luminance in [0, 1]; transparency composited onto contrasting paper;
                16-bit images scaled by their own range
     ink        polarity detected (ink is the tail far from the background), ink made bright
@@ -27,30 +27,15 @@ per digit): `read` cuts several digits from one image's ink and prepares each al
 from __future__ import annotations
 
 import io
-import os
-import re
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 
+from .decode import PixelBudget, decode, decoder_errors, open_image
 from .errors import InputImageError, NoDigitFound, first_line
-
-# Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
-# photo passes; a decompression bomb does not). Pillow's own limit is higher.
-MAX_PIXELS = 50_000_000
-# Bytes read from a path at most (a 50-megapixel PNG is well under this).
-MAX_FILE_BYTES = 200 * 1024 * 1024
-# Formats Pillow may open: the ones people have digits in. Others (EPS, PDF...) are
-# refused, some of them would run external programs.
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")
-Image.init()  # register every plugin now: Image.open(formats=...) looks them up by name
-FORMATS = tuple(name for name in FORMATS if name in Image.OPEN)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # Images are decoded and worked on at most this size: plenty for a digit, and it keeps
 # a 12-megapixel photo cheap (JPEG decodes straight to it).
@@ -85,86 +70,6 @@ SMALL_SIDE = 64
 BACKGROUND_SIDE = 48
 
 
-def _open(source) -> Image.Image:
-    """Open (header only) from a path, bytes or file object; nothing decoded yet."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise InputImageError("no such file") from None
-        except OSError as error:
-            raise InputImageError(f"cannot read ({error.strerror})") from None
-        if path.is_dir():
-            raise InputImageError("is a folder, not an image")
-        if size > MAX_FILE_BYTES:
-            raise InputImageError(f"file of {size:,} bytes is too big for a digit image "
-                                  f"(limit {MAX_FILE_BYTES:,}); crop or shrink it")
-        try:
-            source = path.read_bytes()
-        except OSError as error:
-            raise InputImageError(f"cannot read ({error.strerror})") from None
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = bytes(source)
-        if not source:
-            raise InputImageError("empty file (0 bytes), not an image")
-        if source[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-            raise InputImageError("HEIC/AVIF photos are not supported; export it as JPEG or PNG")
-        source = io.BytesIO(source)
-    try:
-        return Image.open(source, formats=FORMATS)
-    except Image.DecompressionBombError as error:
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise InputImageError(f"image of {size} is over the limit of {MAX_PIXELS:,} "
-                              "(refused before decoding); crop or shrink it") from None
-    except UnidentifiedImageError:
-        raise InputImageError("not an image that can be read "
-                              "(PNG, JPEG, BMP, GIF, WebP or TIFF expected)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise InputImageError(f"damaged image ({first_line(error)})") from None
-
-
-def _decode(source, working_side: int | None) -> Image.Image:
-    """Check the header (size, frames), then decode: JPEGs straight to about
-    `working_side` px when given; EXIF orientation applied."""
-    image = source if isinstance(source, Image.Image) else _open(source)
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InputImageError(f"image has no pixels ({width}x{height})")
-    if width * height > MAX_PIXELS:
-        raise InputImageError(f"image of {width}x{height} = {width * height:,} pixels is over "
-                              f"the limit of {MAX_PIXELS:,} (refused before decoding); crop or shrink it")
-    # MPO is how some phones store a JPEG with a preview: its first frame is the photo.
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1 and image.format != "MPO":
-        kind = "multi-page" if image.format == "TIFF" else "animated"
-        raise InputImageError(f"{kind} image ({frames} frames); "
-                              "save the one frame with the digit as PNG")
-    try:
-        if working_side and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
-            # Let the JPEG decoder scale down by 1/2..1/8 while decoding: fast and small.
-            image.draft(image.mode, (working_side, working_side))
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
-        reason = first_line(error)
-        if "truncated" in reason:
-            raise InputImageError("truncated image: the file is cut short; "
-                                  "copy or export it again") from None
-        raise InputImageError(f"damaged image ({reason}); export it again") from None
-
-
-def load_image(source) -> Image.Image:
-    """Decode an image safely from a path, bytes or a PIL image, upright per its EXIF.
-
-    Refuses (InputImageError, one line) empty, unreadable, damaged or truncated files,
-    images over MAX_PIXELS (checked from the header, before decoding), and animated
-    or multi-page images.
-    """
-    return _decode(source, None)
-
-
 def _scale_to_unit(values: np.ndarray) -> np.ndarray:
     """Any integer or float pixel array -> float32 in [0, 1] by its type's range."""
     if values.dtype == np.bool_:
@@ -197,11 +102,12 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _to_gray(image: Image.Image) -> np.ndarray:
     """Luminance in [0, 1] as float32; transparency composited onto paper; 16-bit
     images scaled by their own range (Pillow's "L" conversion would clip them)."""
-    try:
-        return _image_to_gray(image)
-    except ValueError as error:  # a colour mode Pillow cannot convert
-        raise InputImageError(f"unsupported colour mode {image.mode} ({first_line(error)}); "
-                              "export it as an ordinary PNG or JPEG") from None
+    with decoder_errors():  # converting decodes too (a palette, a colour profile...)
+        try:
+            return _image_to_gray(image)
+        except ValueError as error:  # a colour mode Pillow cannot convert
+            raise InputImageError(f"unsupported colour mode {image.mode} ({first_line(error)}); "
+                                  "export it as an ordinary PNG or JPEG") from None
 
 
 def _image_to_gray(image: Image.Image) -> np.ndarray:
@@ -254,7 +160,7 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
-def _gray_from_source(source) -> tuple[np.ndarray, float]:
+def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, float]:
     """Luminance at working size, and how many of the original (upright) image's pixels
     one working pixel spans -- to give boxes in the image's own coordinates."""
     if isinstance(source, np.ndarray):
@@ -264,9 +170,9 @@ def _gray_from_source(source) -> tuple[np.ndarray, float]:
         gray = _shrink(_array_to_gray(source))
     else:
         # The header's size, before a JPEG is decoded smaller (EXIF may swap the sides).
-        header = source if isinstance(source, Image.Image) else _open(source)
+        header = source if isinstance(source, Image.Image) else open_image(source)
         original_side = max(header.size)
-        gray = _shrink(_to_gray(_decode(header, WORKING_SIDE)))
+        gray = _to_gray(decode(header, WORKING_SIDE, budget))
     return gray, original_side / max(gray.shape)
 
 
@@ -491,13 +397,15 @@ class Ink:
     scale: float       # pixels of the original (upright) image per pixel of `flat`
 
 
-def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FRACTION) -> Ink:
+def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FRACTION,
+             budget: PixelBudget | None = None) -> Ink:
     """Decode `source` and find its ink the way MNIST digits need it: upright, grey,
     transparency on paper, polarity, paper and uneven light taken away, noise cut.
     Records the "gray", "ink" and "flat" images in `steps` when given. Raises
     InputImageError for unreadable images, NoDigitFound for ones with no ink in them. Marks
-    lighter than `speck_fraction` of the heaviest are specks, left out of the mask."""
-    gray, scale = _gray_from_source(source)
+    lighter than `speck_fraction` of the heaviest are specks, left out of the mask.
+    `budget` (decode.PixelBudget) pays for the pixels decoded, when given."""
+    gray, scale = _gray_from_source(source, budget)
     if steps is not None:
         steps["gray"] = gray
     ink, flat, mask = _find_digit(gray, speck_fraction=speck_fraction)
@@ -537,7 +445,7 @@ def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None)
     return prepared
 
 
-def prepare(source, return_steps: bool = False):
+def prepare(source, return_steps: bool = False, budget: PixelBudget | None = None):
     """Prepare an image of one handwritten digit like an MNIST digit.
 
     `source`: a path, bytes, a PIL image or a numpy array (height x width, optionally
@@ -545,9 +453,10 @@ def prepare(source, return_steps: bool = False):
     float32 array in [0, 1], white ink on black -- with `return_steps=True`, also an
     ordered dict of the intermediate images (step name -> 2-D array) for display.
     Raises InputImageError for unreadable images, NoDigitFound for ones with no digit in them.
+    `budget` (decode.PixelBudget) pays for the pixels decoded, when given.
     """
     steps: OrderedDict[str, np.ndarray] | None = OrderedDict() if return_steps else None
-    ink = find_ink(source, steps)
+    ink = find_ink(source, steps, budget=budget)
     prepared = prepare_piece(ink.flat, ink.mask, steps)
     return (prepared, steps) if return_steps else prepared
 
@@ -560,13 +469,14 @@ def to_png(prepared: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def prepare_many(sources) -> list[tuple[np.ndarray | None, str | None]]:
+def prepare_many(sources, budget: PixelBudget | None = None) -> list[tuple[np.ndarray | None, str | None]]:
     """`prepare` each source: (prepared, None) or (None, the one-line error). Plain
-    values in, plain values out, so it runs as well in a worker process."""
+    values in, plain values out, so it runs as well in a worker process. `budget`
+    (decode.PixelBudget) pays for all of them: once spent, the rest are refused."""
     results = []
     for source in sources:
         try:
-            results.append((prepare(source), None))
+            results.append((prepare(source, budget=budget), None))
         except InputImageError as error:
             results.append((None, str(error)))
     return results

@@ -31,7 +31,8 @@ from scipy.signal import find_peaks
 
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
-from .preprocess import _array_to_gray, find_ink, load_image, prepare_piece
+from .decode import load_image
+from .preprocess import _array_to_gray, find_ink, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.

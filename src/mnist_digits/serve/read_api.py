@@ -11,7 +11,6 @@ a readable image with no digits ("no digits found ...") or far more marks than a
 
 from __future__ import annotations
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -19,6 +18,7 @@ from starlette.exceptions import HTTPException
 from ..errors import InputImageError, NoDigitFound, TooManyMarks
 from ..read import read_number
 from .bodies import PREDICT_BODY, image_data_url, read_single_image
+from .limits import CpuQueue
 
 def read_json(predictor, data: bytes) -> dict:
     """Image bytes -> the answer JSON; HTTPException 422 for an image that holds no number,
@@ -35,8 +35,8 @@ def read_json(predictor, data: bytes) -> dict:
     return answer
 
 
-def read_router(predictor, cpu_bound: anyio.CapacityLimiter) -> APIRouter:
-    """The /api/read route over `predictor`, sharing the app's limit on CPU-bound work."""
+def read_router(predictor, cpu_work: CpuQueue) -> APIRouter:
+    """The /api/read route over `predictor`, sharing the app's queue for CPU-bound work."""
     router = APIRouter()
 
     @router.post("/api/read", summary="Read the number in one image: its digits, boxes and confidences",
@@ -47,6 +47,6 @@ def read_router(predictor, cpu_bound: anyio.CapacityLimiter) -> APIRouter:
                             422: {"description": "no digits found, or far more marks than a number"}})
     async def read(request: Request):
         data = await read_single_image(request)
-        return JSONResponse(await anyio.to_thread.run_sync(read_json, predictor, data, limiter=cpu_bound))
+        return JSONResponse(await cpu_work.run(request, read_json, predictor, data))
 
     return router
