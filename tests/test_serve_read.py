@@ -12,6 +12,7 @@ from PIL import Image
 
 from mnist_digits.serve import MAX_BODY_BYTES, create_app
 from number_images import compose_number
+from test_serve_api import LOCAL
 # The browser, its pages (screenshots on failure, no requests outside the server) and the
 # server, as the single-digit page's tests have them.
 from test_serve_browser import (ARTIFACTS, FREEHAND, PHONE, browser, draw, draw_with_a_finger,  # noqa: F401
@@ -26,7 +27,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(predictor):  # noqa: F811
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(predictor), base_url=LOCAL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -95,7 +96,7 @@ def in_third(strokes, third: int):
 
 
 def number_answer(page) -> str:
-    page.wait_for_function("document.querySelector('#number').getAttribute('aria-busy') === 'false'")
+    page.wait_for_function("() => document.querySelector('#number').getAttribute('aria-busy') === 'false'")
     return page.locator("#number").inner_text().strip()
 
 
@@ -110,7 +111,7 @@ def test_a_three_digit_number_written_on_the_wide_pad_is_read_with_boxes_and_ima
     assert number_answer(page) == "170"
     assert page.locator("#boxes .box").count() == 3
     assert page.locator("#number-digits li").count() == 3
-    assert page.evaluate("[...document.querySelectorAll('#number-digits img')].every(i => i.naturalWidth === 28)")
+    assert page.evaluate("() => [...document.querySelectorAll('#number-digits img')].every(i => i.naturalWidth === 28)")
     lefts = [page.locator("#boxes .box").nth(i).bounding_box()["x"] for i in range(3)]
     assert lefts == sorted(lefts) and lefts[0] >= box["x"] and lefts[2] < box["x"] + box["width"]
     ARTIFACTS.mkdir(exist_ok=True)
