@@ -70,6 +70,25 @@ SMALL_SIDE = 64
 BACKGROUND_SIDE = 48
 
 
+def ink_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box (top, bottom, left, right; bottom and right exclusive) of a mask's
+    true pixels, or None when there are none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """Pillow's (width, height) for an array of `shape` scaled by `scale`, at least 1 px."""
+    return max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale))
+
+
+def _resize(values: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """A float32 image resized to (width, height) by Pillow (anti-aliased for BOX, LANCZOS)."""
+    return np.asarray(Image.fromarray(values, mode="F").resize(size, resample))
+
+
 def _scale_to_unit(values: np.ndarray) -> np.ndarray:
     """Any integer or float pixel array -> float32 in [0, 1] by its type's range."""
     if values.dtype == np.bool_:
@@ -154,8 +173,7 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     if longer // WORKING_SIDE >= 2:
         image = image.reduce(longer // WORKING_SIDE)  # cheap whole-factor step first
     if max(image.size) > WORKING_SIDE:
-        scale = WORKING_SIDE / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        size = _scaled_size((image.height, image.width), WORKING_SIDE / max(image.size))
         image = image.resize(size, Image.Resampling.BOX)
     return np.asarray(image)
 
@@ -215,16 +233,14 @@ def _remove_background(ink: np.ndarray, on_paper: bool, even: float | None) -> n
         background = np.float32(even)
     else:
         if max(height, width) > BACKGROUND_SIDE:
-            scale = BACKGROUND_SIDE / max(height, width)
-            small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = np.asarray(Image.fromarray(ink, mode="F").resize(small_size, Image.Resampling.BOX))
+            small = _resize(ink, _scaled_size(ink.shape, BACKGROUND_SIDE / max(height, width)),
+                            Image.Resampling.BOX)
         else:
             small = ink
         window = max(3, max(small.shape) // 3)
         background = ndimage.grey_opening(small, size=(window, window), mode="nearest")
         if small is not ink:
-            background = np.asarray(Image.fromarray(background, mode="F")
-                                    .resize((width, height), Image.Resampling.BILINEAR))
+            background = _resize(background, (width, height), Image.Resampling.BILINEAR)
     flat = np.maximum(ink - background, 0.0)
     if on_paper:
         flat /= np.maximum(1.0 - background, DARKEST_PAPER)
@@ -278,8 +294,8 @@ def _digit_mask(ink: np.ndarray, photo: bool, speck_fraction: float = SPECK_FRAC
 def _is_blob(mask: np.ndarray) -> bool:
     """A big filled shape, not pen strokes: the paper itself, read with the wrong
     polarity (a sheet on a dark table, smaller than the table)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box_area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    top, bottom, left, right = ink_bounds(mask)
+    box_area = (bottom - top) * (right - left)
     return box_area > BLOB_AREA * mask.size and mask.sum() > BLOB_FILL * box_area
 
 
@@ -295,30 +311,28 @@ def _find_digit(gray: np.ndarray, flip: bool = False, speck_fraction: float = SP
 def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
     """The bounding box of the digit's strong ink, with room around it for its faint,
     blurred edge."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    margin = 2 * (1 + max(rows[-1] - rows[0], cols[-1] - cols[0]) // BOX)  # ~2 output px
-    return (slice(max(rows[0] - margin, 0), rows[-1] + 1 + margin),
-            slice(max(cols[0] - margin, 0), cols[-1] + 1 + margin))
+    top, bottom, left, right = ink_bounds(mask)
+    margin = 2 * (1 + (max(bottom - top, right - left) - 1) // BOX)  # ~2 output px
+    return (slice(max(top - margin, 0), bottom + margin),
+            slice(max(left - margin, 0), right + margin))
 
 
 def _stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: twice the area over the boundary length (the
     boundary: ink pixels with a 4-neighbour outside the ink)."""
-    mask = np.pad(ink > 0.5, 1)
-    inner = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
-             & mask[1:-1, :-2] & mask[1:-1, 2:])
+    mask = ink > 0.5
+    inner = ndimage.binary_erosion(mask)  # outside the image counts as no ink
     area = int(mask.sum())
     return 2.0 * area / max(area - int(inner.sum()), 1)
 
 
 def _strong_extent(digit: np.ndarray) -> int:
     """The longer side of the strong ink's bounding box: what becomes BOX px."""
-    strong = digit > STRONG_INK
-    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    if rows.size == 0:
+    bounds = ink_bounds(digit > STRONG_INK)
+    if bounds is None:
         return max(digit.shape)
-    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+    top, bottom, left, right = bounds
+    return max(bottom - top, right - left)
 
 
 def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
@@ -330,8 +344,7 @@ def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     are redrawn at that size with a grey erosion or dilation of the width difference.
     """
     scale = STROKE_WORK / _strong_extent(cropped)
-    size = (max(1, round(cropped.shape[1] * scale)), max(1, round(cropped.shape[0] * scale)))
-    work = np.asarray(Image.fromarray(cropped, mode="F").resize(size, Image.Resampling.BILINEAR))
+    work = _resize(cropped, _scaled_size(cropped.shape, scale), Image.Resampling.BILINEAR)
     width = _stroke_width(work) * BOX / STROKE_WORK
     if THIN_STROKE <= width <= THICK_STROKE:
         return cropped
@@ -347,25 +360,22 @@ def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
         work = ndimage.grey_dilation(np.pad(work, radius), footprint=disk)
     if not (work > STRONG_INK).any():
         return cropped  # erosion ate it all: keep the original
-    mask = work > 0
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return np.ascontiguousarray(work[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    top, bottom, left, right = ink_bounds(work > 0)
+    return np.ascontiguousarray(work[top:bottom, left:right])
 
 
 def _fit_box(digit: np.ndarray) -> np.ndarray:
     """Scale so the strong ink's longer side is BOX px, keeping the aspect ratio,
     anti-aliased; the faint edge comes along outside it, as in MNIST (where the ink
     above half strength spans exactly 20 px in 98% of digits)."""
-    scale = BOX / _strong_extent(digit)
-    height, width = digit.shape
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(digit, mode="F").resize(size, Image.Resampling.LANCZOS)
-    fitted = np.clip(np.asarray(resized), 0.0, 1.0)
+    resized = _resize(digit, _scaled_size(digit.shape, BOX / _strong_extent(digit)), Image.Resampling.LANCZOS)
+    fitted = np.clip(resized, 0.0, 1.0)
     fitted[fitted < 0.5 / 255] = 0.0  # resampling ripples, invisible in 8 bits
-    rows, cols = np.flatnonzero(fitted.any(axis=1)), np.flatnonzero(fitted.any(axis=0))
-    if rows.size == 0:
+    bounds = ink_bounds(fitted > 0)
+    if bounds is None:
         return fitted
-    return fitted[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    top, bottom, left, right = bounds
+    return fitted[top:bottom, left:right]
 
 
 def _centre(fitted: np.ndarray) -> np.ndarray:
@@ -373,15 +383,10 @@ def _centre(fitted: np.ndarray) -> np.ndarray:
     0, by a whole-pixel shift as MNIST did. A digit whose mass sits far to one side is
     kept in the frame by its strong ink; only the faint edge may be cut."""
     height, width = fitted.shape
-    total = fitted.sum()
-    row_mass = float(fitted.sum(axis=1) @ np.arange(height)) / total
-    col_mass = float(fitted.sum(axis=0) @ np.arange(width)) / total
-    strong = fitted > STRONG_INK
-    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    if rows.size == 0:
-        rows, cols = np.array([0, height - 1]), np.array([0, width - 1])
-    top = min(max(round(SIDE / 2 - row_mass), -rows[0]), SIDE - 1 - rows[-1])
-    left = min(max(round(SIDE / 2 - col_mass), -cols[0]), SIDE - 1 - cols[-1])
+    row_mass, col_mass = ndimage.center_of_mass(fitted)
+    first_row, end_row, first_col, end_col = ink_bounds(fitted > STRONG_INK) or (0, height, 0, width)
+    top = min(max(round(SIDE / 2 - row_mass), -first_row), SIDE - end_row)
+    left = min(max(round(SIDE / 2 - col_mass), -first_col), SIDE - end_col)
     out = np.zeros((SIDE, SIDE), dtype=np.float32)
     source = fitted[max(-top, 0):SIDE - top, max(-left, 0):SIDE - left]
     out[max(top, 0):max(top, 0) + source.shape[0], max(left, 0):max(left, 0) + source.shape[1]] = source
