@@ -32,7 +32,7 @@ from scipy.signal import find_peaks
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .decode import load_image
-from .preprocess import _array_to_gray, find_ink, prepare_piece
+from .preprocess import _array_to_gray, find_ink, ink_bounds, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -231,7 +231,8 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
         positions = [0, *_cuts(group_mask, height), box.width]
     # The piece's faint edge comes along, but not a neighbouring group's ink.
     reach = 2 * (1 + int(max(box.height, box.width)) // 20)
-    near_ink = ndimage.binary_dilation(np.pad(group_mask, reach), iterations=reach)
+    padded_mask = np.pad(group_mask, reach)
+    near_ink = ndimage.binary_dilation(padded_mask, iterations=reach)
     padded_flat = np.pad(flat, reach)[box.y0:box.y1 + 2 * reach, box.x0:box.x1 + 2 * reach] * near_ink
     pieces = []
     for start in range(len(positions) - 1):
@@ -240,22 +241,25 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
             whole = start == 0 and end == len(positions) - 1
             if right - left < MIN_PIECE * height and not whole:
                 continue
-            mask = np.zeros_like(near_ink)
-            mask[reach:-reach, reach + left:reach + right] = group_mask[:, left:right]
-            if not mask.any():
+            bounds = ink_bounds(group_mask[:, left:right])
+            if bounds is None:
                 continue
-            # A cut side keeps no faint edge beyond the cut.
-            flat = padded_flat.copy()
+            top, bottom, first, last = bounds
+            # Only the piece's strong ink and `reach` around it: all prepare_piece crops.
+            rows = slice(top, bottom + 2 * reach)
+            cols = slice(left + first, left + last + 2 * reach)
+            mask = padded_mask[rows, cols].copy()
+            piece_flat = padded_flat[rows, cols].copy()
+            # Nothing beyond a cut: no strong ink, and no faint edge.
+            cut_left, cut_right = max(reach - first, 0), reach + right - left - first
+            mask[:, :cut_left] = mask[:, cut_right:] = False
             if start > 0:
-                flat[:, :reach + left] = 0.0
+                piece_flat[:, :cut_left] = 0.0
             if end < len(positions) - 1:
-                flat[:, reach + right:] = 0.0
-            rows = np.flatnonzero(mask.any(axis=1))
-            cols = np.flatnonzero(mask.any(axis=0))
-            strong_box = _Box(box.y0 + rows[0] - reach, box.y0 + rows[-1] + 1 - reach,
-                              box.x0 + cols[0] - reach, box.x0 + cols[-1] + 1 - reach)
+                piece_flat[:, cut_right:] = 0.0
+            strong_box = _Box(box.y0 + top, box.y0 + bottom, box.x0 + left + first, box.x0 + left + last)
             try:
-                prepared = prepare_piece(flat, mask)
+                prepared = prepare_piece(piece_flat, mask)
             except NoDigitFound:  # nothing left at 20 px: not a digit
                 continue
             pieces.append(_Piece(group, start, end, strong_box, prepared))
