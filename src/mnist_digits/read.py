@@ -236,7 +236,8 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
     # The piece's faint edge comes along, but not a neighbouring group's ink.
     reach = 2 * (1 + int(max(box.height, box.width)) // 20)
     padded_mask = np.pad(group_mask, reach)
-    near_ink = ndimage.binary_dilation(padded_mask, iterations=reach)
+    # Within `reach` steps of the ink (as `reach` 4-neighbour dilations, at half their cost).
+    near_ink = ndimage.distance_transform_cdt(~padded_mask, metric="taxicab") <= reach
     padded_flat = np.pad(flat, reach)[box.y0:box.y1 + 2 * reach, box.x0:box.x1 + 2 * reach] * near_ink
     # One pen for all of a split group's pieces: measured once, at the line's digit height;
     # the pieces skip measuring it again when it is well within MNIST's range.
