@@ -83,6 +83,32 @@ def test_each_digit_has_its_confidence_alternatives_and_box_in_the_images_pixels
         assert a[2] <= b[0] + 4  # apart digits: boxes side by side, not overlapping
 
 
+@pytest.mark.parametrize("exif_turn", [None, 6])
+def test_boxes_of_digits_at_the_images_edge_stay_inside_it(predictor, test_digits, exif_turn):
+    """A big image is read at a smaller working size; its boxes, scaled back and rounded
+    outwards, must not pass the edge -- nor the upright image's when EXIF turns it."""
+    images, labels = test_digits
+    number = compose_number(images, labels, np.random.default_rng(1), "2026", "apart", "canvas")
+    inked = number.image < 128
+    # Ink up to the right and bottom edges; paper above, so that it is still a drawing.
+    right, bottom = np.flatnonzero(inked.any(axis=0))[-1] + 1, np.flatnonzero(inked.any(axis=1))[-1] + 1
+    drawing = np.pad(number.image[:bottom, :right], ((200, 0), (0, 0)), constant_values=255)
+    upright = Image.fromarray(drawing).resize((1333, round(1333 * drawing.shape[0] / drawing.shape[1])))
+    width, height = upright.size
+    buffer = io.BytesIO()
+    if exif_turn is None:
+        upright.save(buffer, format="PNG")
+    else:  # stored turned a quarter, with the EXIF orientation that turns it back
+        exif = Image.Exif()
+        exif[0x0112] = exif_turn
+        upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="PNG", exif=exif)
+    result = read_number(buffer.getvalue(), predictor)
+    assert result.text == "2026"
+    for x0, y0, x1, y1 in (digit.box for digit in result.digits):
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+    assert result.digits[-1].box[2] == width  # the last digit reaches the right edge
+
+
 def test_a_photo_is_read_like_its_canvas(predictor, test_digits):
     images, labels = test_digits
     rng = np.random.default_rng(2)

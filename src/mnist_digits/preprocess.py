@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .decode import PixelBudget, decode, decoder_errors, open_image
+from .decode import EXIF_ORIENTATION, PixelBudget, decode, decoder_errors, open_image
 from .errors import InputImageError, NoDigitFound, first_line
 
 # Images are decoded and worked on at most this size: plenty for a digit, and it keeps
@@ -68,6 +68,8 @@ DARKEST_PAPER = 0.1
 SMALL_SIDE = 64
 # The background is estimated on a copy this small.
 BACKGROUND_SIDE = 48
+# EXIF orientations whose upright image swaps width and height.
+TURNS_SIDEWAYS = (5, 6, 7, 8)
 
 
 def ink_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -178,20 +180,23 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
-def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, float]:
-    """Luminance at working size, and how many of the original (upright) image's pixels
-    one working pixel spans -- to give boxes in the image's own coordinates."""
+def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Luminance at working size, how many of the original (upright) image's pixels one
+    working pixel spans, and the original's (width, height) -- to give boxes in the
+    image's own coordinates."""
     if isinstance(source, np.ndarray):
         if source.size == 0:
             raise InputImageError("empty array, not an image")
-        original_side = max(source.shape[:2])
+        size = (source.shape[1], source.shape[0])
         gray = _shrink(_array_to_gray(source))
     else:
-        # The header's size, before a JPEG is decoded smaller (EXIF may swap the sides).
+        # The header's size, before a JPEG is decoded smaller; EXIF may turn it upright.
         header = source if isinstance(source, Image.Image) else open_image(source)
-        original_side = max(header.size)
+        size = header.size
+        if header.getexif().get(EXIF_ORIENTATION) in TURNS_SIDEWAYS:
+            size = size[::-1]
         gray = _to_gray(decode(header, WORKING_SIDE, budget))
-    return gray, original_side / max(gray.shape)
+    return gray, max(size) / max(gray.shape), size
 
 
 def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
@@ -411,6 +416,7 @@ class Ink:
     flat: np.ndarray   # bright ink on black, 0-1: background, uneven light and noise taken away
     mask: np.ndarray   # the strong ink worth reading (specks and marks at a photo's edge dropped)
     scale: float       # pixels of the original (upright) image per pixel of `flat`
+    size: tuple[int, int]  # the original (upright) image's width and height
 
 
 def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FRACTION,
@@ -421,7 +427,7 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
     InputImageError for unreadable images, NoDigitFound for ones with no ink in them. Marks
     lighter than `speck_fraction` of the heaviest are specks, left out of the mask.
     `budget` (decode.PixelBudget) pays for the pixels decoded, when given."""
-    gray, scale = _gray_from_source(source, budget)
+    gray, scale, size = _gray_from_source(source, budget)
     if steps is not None:
         steps["gray"] = gray
     ink, flat, mask = _find_digit(gray, speck_fraction=speck_fraction)
@@ -437,7 +443,7 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
         steps["flat"] = flat
     if mask is None:
         raise NoDigitFound("no digit found (no ink left after removing the background)")
-    return Ink(flat, mask, scale)
+    return Ink(flat, mask, scale, size)
 
 
 def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None,

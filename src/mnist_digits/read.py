@@ -32,7 +32,7 @@ from scipy.signal import find_peaks
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .decode import load_image
-from .preprocess import THICK_STROKE, THIN_STROKE, _array_to_gray, find_ink, ink_bounds, pen_width, prepare_piece
+from .preprocess import THICK_STROKE, THIN_STROKE, Ink, _array_to_gray, find_ink, ink_bounds, pen_width, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -359,7 +359,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
                 continue
             for chosen in _best_split([pieces[i] for i in indices], scores[indices], line_height[g]):
                 index = indices[chosen]
-                digit = _digit_read(pieces[index], probabilities[index], ink.scale, number, unsure_below)
+                digit = _digit_read(pieces[index], probabilities[index], ink, number, unsure_below)
                 digits.append(digit)
                 text += str(digit.digit)
         if text:
@@ -372,14 +372,15 @@ def _too_many(count: int) -> TooManyMarks:
                         "crop the image to the number")
 
 
-def _digit_read(piece: _Piece, probabilities: np.ndarray, scale: float, line: int,
+def _digit_read(piece: _Piece, probabilities: np.ndarray, ink: Ink, line: int,
                 unsure_below: float) -> DigitRead:
     ranked = np.argsort(-probabilities)
     digit = int(ranked[0])
     confidence = float(probabilities[digit])
-    box = piece.box
+    box, scale = piece.box, ink.scale
+    # Rounded outwards, but never past the image's edge.
     original = (math.floor(box.x0 * scale), math.floor(box.y0 * scale),
-                math.ceil(box.x1 * scale), math.ceil(box.y1 * scale))
+                min(math.ceil(box.x1 * scale), ink.size[0]), min(math.ceil(box.y1 * scale), ink.size[1]))
     return DigitRead(digit, confidence, [(int(d), float(probabilities[d])) for d in ranked[1:1 + ALTERNATIVES]],
                      confidence < unsure_below, original, line, piece.prepared)
 
