@@ -104,6 +104,7 @@ def test_a_three_digit_number_written_on_the_wide_pad_is_read_with_boxes_and_ima
     page = pages()
     page.click("#mode-number")
     assert number_answer(page) == "Write a number"
+    assert page.locator("h1").inner_text() == "Write a number" and page.title().startswith("Write a number")
     box = page.locator("#canvas").bounding_box()
     assert box["width"] >= 2.5 * box["height"]  # the wide pad
     for third, digit in enumerate((1, 7, 0)):
@@ -120,6 +121,24 @@ def test_a_three_digit_number_written_on_the_wide_pad_is_read_with_boxes_and_ima
     assert number_answer(page) == "Write a number" and page.locator("#boxes .box").count() == 0
     page.click("#mode-digit")
     assert page.locator("#canvas").bounding_box()["width"] <= 1.05 * page.locator("#canvas").bounding_box()["height"]
+    assert page.locator("h1").inner_text() == "Draw a digit"
+
+
+def test_a_photo_uploaded_in_number_mode_gets_a_box_over_each_digit(pages, number_png, tmp_path):  # noqa: F811
+    page = pages()
+    page.click("#mode-number")
+    photo = tmp_path / "number.png"
+    photo.write_bytes(number_png)
+    page.set_input_files("#upload", str(photo))
+    assert number_answer(page) == "305"
+    pad = page.locator("#canvas").bounding_box()
+    boxes = [page.locator("#boxes .box").nth(i).bounding_box() for i in range(page.locator("#boxes .box").count())]
+    assert len(boxes) == 3
+    # The photo (3:1 wide at most) is fitted on the 3:1 pad: each box over its own third.
+    for third, box in enumerate(boxes):
+        centre = (box["x"] + box["width"] / 2 - pad["x"]) / pad["width"]
+        assert third / 3 < centre < (third + 1) / 3
+        assert pad["y"] <= box["y"] and box["y"] + box["height"] <= pad["y"] + pad["height"] + 1
 
 
 def test_on_a_phone_a_finger_writes_a_number(pages):  # noqa: F811

@@ -26,6 +26,11 @@ const numberSection = document.querySelector(".number-result");
 const numberText = document.getElementById("number");
 const numberDigits = document.getElementById("number-digits");
 const boxes = document.getElementById("boxes");
+// The page's heading and lede per mode.
+const HEADINGS = {
+  digit: ["Draw a digit", "Write one digit, 0 to 9, and the network trained on MNIST reads it as you draw."],
+  number: ["Write a number", "Write several digits side by side, and the network trained on MNIST reads each as you write."],
+};
 
 let drawing = false;
 let hasInk = false;
@@ -150,6 +155,10 @@ for (const [name, button] of Object.entries(modeButtons)) {
     for (const [other, each] of Object.entries(modeButtons)) each.setAttribute("aria-checked", String(other === mode));
     document.body.classList.toggle("number-mode", mode === "number");
     numberSection.hidden = mode !== "number";
+    const [heading, lede] = HEADINGS[mode];
+    document.getElementById("heading").textContent = heading;
+    document.getElementById("lede").textContent = lede;
+    document.title = `${heading} · mnist-digits`;
     canvas.width = mode === "number" ? NUMBER_WIDTH * canvas.height : canvas.height;  // also clears it
     clearAll();
   });
@@ -172,7 +181,8 @@ function requestPrediction() {
   smallContext.drawImage(canvas, 0, 0, small.width, small.height);
   small.toBlob(async (png) => {
     try {
-      await predict(png, { "Content-Type": "image/png" }, sentFor, small);
+      await predict(png, { "Content-Type": "image/png" }, sentFor,
+                    { left: 0, top: 0, width: 1, height: 1, pixelsWide: small.width, pixelsHigh: small.height });
     } finally {
       inFlight = false;
       if (wanted && generation === sentFor) requestPrediction();
@@ -182,8 +192,9 @@ function requestPrediction() {
   }, "image/png");
 }
 
-// `drawn`: the canvas sent (its size places the boxes), or none for a photo.
-async function predict(body, headers, sentFor, drawn) {
+// `placed`: where the image sent lies on the pad (left, top, width, height in fractions
+// of the pad) and its size in pixels, to put the boxes over it; none if it is not shown.
+async function predict(body, headers, sentFor, placed) {
   let response, answer;
   const number = mode === "number";
   try {
@@ -194,7 +205,7 @@ async function predict(body, headers, sentFor, drawn) {
     return;
   }
   if (generation !== sentFor) return;  // cleared meanwhile
-  if (response.ok) number ? showNumber(answer, drawn) : showAnswer(answer);
+  if (response.ok) number ? showNumber(answer, placed) : showAnswer(answer);
   else if (response.status === 422) {
     // Early in a stroke there is too little ink to read: not worth a warning yet.
     const show = number ? showNoNumber : showEmpty;
@@ -234,7 +245,7 @@ function percentOf(confidence) {
   return confidence >= 0.999 ? ">99.9" : (confidence * 100).toFixed(confidence >= 0.995 ? 1 : 0);
 }
 
-function showNumber(answer, drawn) {
+function showNumber(answer, placed) {
   numberText.className = answer.unsure ? "unsure" : "sure";
   numberText.textContent = answer.text;
   numberDigits.replaceChildren(...answer.digits.map((digit) => {
@@ -251,15 +262,16 @@ function showNumber(answer, drawn) {
     item.append(image, value, confidence);
     return item;
   }));
-  // Boxes over the pad, in fractions of the image sent (none for a photo: it is fitted).
-  boxes.replaceChildren(...(drawn ? answer.digits : []).map((digit) => {
+  // Boxes over the pad: the answer's boxes are in the sent image's pixels.
+  boxes.replaceChildren(...(placed ? answer.digits : []).map((digit) => {
     const [x0, y0, x1, y1] = digit.box;
+    const across = placed.width / placed.pixelsWide, down = placed.height / placed.pixelsHigh;
     const box = document.createElement("div");
     box.className = digit.unsure ? "box unsure" : "box";
-    box.style.left = `${100 * x0 / drawn.width}%`;
-    box.style.top = `${100 * y0 / drawn.height}%`;
-    box.style.width = `${100 * (x1 - x0) / drawn.width}%`;
-    box.style.height = `${100 * (y1 - y0) / drawn.height}%`;
+    box.style.left = `${100 * (placed.left + x0 * across)}%`;
+    box.style.top = `${100 * (placed.top + y0 * down)}%`;
+    box.style.width = `${100 * (x1 - x0) * across}%`;
+    box.style.height = `${100 * (y1 - y0) * down}%`;
     return box;
   }));
   message.textContent = "";
@@ -286,33 +298,39 @@ upload.addEventListener("change", async () => {
   uploading = true;
   updateBusy();
   try {
-    showPhoto(file);
+    const placed = await showPhoto(file);
     message.textContent = "Reading the photo…";
     let body = file;
     if (file.size > MAX_UPLOAD_BYTES) {
-      body = await shrink(file);  // a phone photo is often over the limit: send it smaller
-      if (!body) { showError("That photo is over 4 MiB and this browser cannot shrink it."); return; }
+      const shrunk = await shrink(file);  // a phone photo is often over the limit: send it smaller
+      if (!shrunk) { showError("That photo is over 4 MiB and this browser cannot shrink it."); return; }
+      body = shrunk.blob;
+      if (placed) Object.assign(placed, { pixelsWide: shrunk.width, pixelsHigh: shrunk.height });
     }
     const form = new FormData();
     form.append("file", body, file.name || "photo");
-    await predict(form, {}, sentFor);
+    await predict(form, {}, sentFor, placed);
   } finally {
     uploading = false;
     updateBusy();
   }
 });
 
-// Show the photo on the pad (fitted, on white) so the page shows what was read.
+// Show the photo on the pad (fitted, on white) so the page shows what was read; returns
+// where it lies on the pad (see `predict`), or null if this browser cannot decode it.
 async function showPhoto(file) {
   try {
     const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
     resetCanvas();
     const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
     const width = bitmap.width * scale, height = bitmap.height * scale;
-    context.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    const left = (canvas.width - width) / 2, top = (canvas.height - height) / 2;
+    context.drawImage(bitmap, left, top, width, height);
     hasInk = false;  // drawing on top starts a new drawing from the photo
+    return { left: left / canvas.width, top: top / canvas.height, width: width / canvas.width,
+             height: height / canvas.height, pixelsWide: bitmap.width, pixelsHigh: bitmap.height };
   } catch (error) {
-    // Not decodable here (e.g. HEIC in some browsers): the server still gets the file.
+    return null;  // Not decodable here (e.g. HEIC in some browsers): the server still gets the file.
   }
 }
 
@@ -324,7 +342,8 @@ async function shrink(file) {
     small.width = Math.round(bitmap.width * scale);
     small.height = Math.round(bitmap.height * scale);
     small.getContext("2d").drawImage(bitmap, 0, 0, small.width, small.height);
-    return await new Promise((resolve) => small.toBlob(resolve, "image/jpeg", 0.92));
+    const blob = await new Promise((resolve) => small.toBlob(resolve, "image/jpeg", 0.92));
+    return blob && { blob, width: small.width, height: small.height };
   } catch (error) {
     return null;
   }
