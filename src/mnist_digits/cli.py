@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import MnistDigitsError, UsageError
@@ -329,9 +331,17 @@ def _positive(args) -> None:
             raise MnistDigitsError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (`kill`, a container stopping) ends the command through SystemExit, so that
+    `finally` blocks run: no staging folder, partial download or temporary file stays."""
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _exit_cleanly_on_sigterm()
     # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
     # (not for TFLite), while its worker processes already prepare the images.
     if args.handler not in (cmd_data, cmd_predict):

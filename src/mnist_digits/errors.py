@@ -24,6 +24,12 @@ class RunFolderError(MnistDigitsError):
     """A run folder that cannot be created or written."""
 
 
+class RunInterruptedError(MnistDigitsError):
+    """Ctrl-C or SIGTERM before a run that replaces another was complete: the old one stays."""
+
+    exit_code = 130
+
+
 class InputImageError(MnistDigitsError):
     """An image that cannot be read or holds no digit."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import figures, report, runs
 from .data import Mnist
+from .errors import RunInterruptedError
 from .evaluation import Evaluation, evaluate
 
 FIGURES = ("training_history", "confusion_matrix", "misclassified")
@@ -53,30 +54,33 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
 
     from .training import recipe_dict, train
 
-    run_dir = runs.prepare_run_dir(out or runs.default_run_dir(model_name), force)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
-    result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
-    runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
-    runs.write_history_csv(result.history, run_dir / "history.csv")
-    config = {
-        "model": model_name,
-        "seed": seed,
-        "recipe": recipe_dict(result.recipe),
-        "arguments": arguments or {},
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(result.model.count_params()),
-        "train_seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch,
-        "interrupted": result.interrupted,
-    }
-    runs.write_json(run_dir / "config.json", config)
-    classifier = runs.KerasClassifier(result.model, model_name)
-    evaluation = write_evaluation(classifier, data, run_dir, config, result.history)
-    return run_dir, evaluation.metrics, result.interrupted
+    with runs.new_run_dir(out or runs.default_run_dir(model_name), force) as run:
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard"))
+        result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
+        if result.interrupted and run.replaces:  # an interrupted run never replaces a finished one
+            raise RunInterruptedError(f"interrupted; {run.target} still holds the previous run "
+                                      "(the new one was not kept)")
+        runs.save_keras_model(result.model, run.path / runs.MODEL_FILE)
+        runs.write_history_csv(result.history, run.path / "history.csv")
+        config = {
+            "model": model_name,
+            "seed": seed,
+            "recipe": recipe_dict(result.recipe),
+            "arguments": arguments or {},
+            "command": " ".join(sys.argv),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": {"source": str(data.source), "sha256": data.checksums,
+                     "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+            "versions": library_versions(),
+            "parameters": int(result.model.count_params()),
+            "train_seconds": round(result.seconds, 2),
+            "best_epoch": result.best_epoch,
+            "interrupted": result.interrupted,
+        }
+        runs.write_json(run.path / "config.json", config)
+        classifier = runs.KerasClassifier(result.model, model_name)
+        evaluation = write_evaluation(classifier, data, run.path, config, result.history)
+    return run.target, evaluation.metrics, result.interrupted
 
 
 def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
@@ -84,16 +88,16 @@ def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
     """Evaluate a saved model (run folder, .keras, or export) into `out`."""
     classifier = runs.load_classifier(path)
     path = Path(path)
-    in_place = path.is_dir() and (path / runs.MODEL_FILE).is_file()  # a run folder
-    out_dir = Path(out) if out else path if in_place else path.parent / f"{path.stem}-evaluation"
-    if out_dir != path:
-        out_dir = runs.prepare_run_dir(out_dir, force)
-    else:
-        (out_dir / "figures").mkdir(exist_ok=True)
+    run_folder = path.is_dir() and (path / runs.MODEL_FILE).is_file()
+    out_dir = Path(out) if out else path if run_folder else path.parent / f"{path.stem}-evaluation"
     # The classifier's own name: an export says which form it is ("mlp (tflite int8)").
     config = {**classifier.info.get("config", {}), "model": classifier.name}
     history_file = path / "history.csv"
     history = runs.read_history_csv(history_file) if history_file.is_file() else None
-    evaluation = write_evaluation(classifier, data, out_dir, config, history)
-    return out_dir, evaluation.metrics
-
+    if run_folder and out_dir.resolve() == path.resolve():  # in place: beside the model, never over it
+        (out_dir / "figures").mkdir(exist_ok=True)
+        evaluation = write_evaluation(classifier, data, out_dir, config, history)
+        return out_dir, evaluation.metrics
+    with runs.new_run_dir(out_dir, force, protect=[path]) as run:
+        evaluation = write_evaluation(classifier, data, run.path, config, history)
+    return run.target, evaluation.metrics
