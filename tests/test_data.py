@@ -122,3 +122,25 @@ def test_data_command_on_a_missing_folder(tmp_path):
     result = run_command("data", "--data-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_gzip_bomb_in_the_data_folder_is_refused_at_bounded_cost(tmp_path):
+    import struct
+    import tracemalloc
+
+    from test_idx import gzip_bomb
+
+    folder = copy_real(tmp_path / "mnist")
+    bomb = folder / "t10k-images-idx3-ubyte.gz"  # the header of the real file, then 512 MiB of zeros
+    gzip_bomb(bomb, struct.pack(">HBB3I", 0, 8, 3, 10_000, 28, 28), zeros=512 * 2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as error:
+            data.load_mnist(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "t10k-images-idx3-ubyte.gz" in str(error.value)
+    # All four files are read to name the fault (47 MB of training images among them), the
+    # bomb no further than the 7.8 MB its header declares.
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB to refuse a 512 MiB gzip bomb"

@@ -63,7 +63,9 @@ def _parse_stream(raw: BinaryIO, name: str, ndim: int | None, max_bytes: int) ->
     shape = struct.unpack(f">{ndim}I", dimensions)
     expected = math.prod(shape)  # Python integers: absurd dimensions cannot overflow
     described = f"header says {'x'.join(map(str, shape))} = {expected:,} bytes of data"
-    if expected > max_bytes:  # refused before reading (or un-gzipping) any of it
+    # Refused before reading (or un-gzipping) any of it. A zero among absurd dimensions
+    # declares no data, but no array can have that shape either.
+    if math.prod(max(size, 1) for size in shape) > max_bytes:
         raise DataError(f"{name}: {described}, over the limit of {max_bytes:,}; "
                         "the file is damaged or not an MNIST-style IDX file")
     data = _read_up_to(stream, expected + 1, name)  # one byte more tells "too long"
