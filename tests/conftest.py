@@ -8,8 +8,18 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tensorflow_import.py)
+
+# Fuzzing (hypothesis): a short derandomized run in the suite, so CI is repeatable; a long,
+# random one with MNIST_DIGITS_FUZZ=long (benchmarks/fuzz_inputs.py).
+settings.register_profile("ci", max_examples=300, deadline=2000, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=int(os.environ.get("MNIST_DIGITS_FUZZ_EXAMPLES", 20_000)),
+                          deadline=2000,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("MNIST_DIGITS_FUZZ", "ci"))
 
 
 @pytest.fixture(scope="session")

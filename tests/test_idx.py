@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mnist_digits import idx
@@ -100,12 +100,6 @@ def test_a_gzip_bomb_is_refused_within_its_declared_size(tmp_path):
     assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB to refuse a 512 MiB gzip bomb"
 
 
-# Any bytes, plain or gzipped: an array or the project's DataError, never another exception.
-# Derandomized and short here; benchmarks/fuzz_inputs.py runs the same properties longer.
-FUZZ = settings(max_examples=300, deadline=2000, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
-
-
 def idx_like():
     """Mostly near-valid IDX: a plausible header (any type code, dims, sizes) and data."""
     header = st.builds(lambda ndim, dims, code: struct.pack(f">HBB{ndim}I", 0, code, ndim, *dims[:ndim]),
@@ -115,9 +109,10 @@ def idx_like():
                      st.builds(lambda h, body: h + body, header, st.binary(max_size=300)))
 
 
-@FUZZ
 @given(content=idx_like(), gzipped=st.booleans(), cut=st.integers(0, 400))
 def test_fuzz_idx_reader_ends_in_an_array_or_data_error(content, gzipped, cut):
+    """Any bytes, plain or gzipped (whole or cut short): an array or the project's
+    DataError, never another exception (fuzz profile: see conftest.py)."""
     if gzipped:
         content = gzip.compress(content)[:cut] if cut < 40 else gzip.compress(content)
     try:
