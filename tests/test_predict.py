@@ -285,6 +285,7 @@ def test_hostile_files_are_one_error_line_each_and_never_block(mlp_run, mnist, t
     (npy_claiming((3, 28, 28), body=b"\0" * 100), "truncated or damaged"),
     (npy_claiming((2, 28, 28), "<U1", body=b"\0" * 2 * 28 * 28 * 4), "not images"),
     (npy_claiming((2**62, 2**62)), "over the limit"),
+    (b"\x93NUMPY\x01\x00\x06\x00\x00\x00\x00'''", "not a readable .npy"),  # found by fuzzing: TokenError
 ])
 def test_npy_headers_are_checked_before_loading(tmp_path, content, message):
     (tmp_path / "batch.npy").write_bytes(content)

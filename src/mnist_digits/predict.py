@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -133,7 +134,7 @@ def _read_npy(path: Path) -> np.ndarray:
                                       "holds another amount; it is truncated or damaged")
             handle.seek(0)  # read_array reads the header again
             return np.lib.format.read_array(handle, allow_pickle=False)
-    except (OSError, ValueError, EOFError, SyntaxError) as error:  # numpy's words for a bad header
+    except (OSError, ValueError, EOFError, SyntaxError, TokenError) as error:  # numpy's words for a bad header
         raise InputImageError(f"not a readable .npy array ({first_line(error)})") from None
 
 
