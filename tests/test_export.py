@@ -178,9 +178,10 @@ def test_existing_out_is_refused_without_force(exports, mlp_run, capsys):
 
 
 def test_force_replaces_an_export(mlp_run, tmp_path, capsys):
-    out = tmp_path / "export"
+    out = tmp_path / "export"  # an old export, and a file of the old one only
     out.mkdir()
-    (out / "stale.txt").write_text("old")
+    for name in ("model.tflite", "model_info.json", "stale.txt"):
+        (out / name).write_text("old")
     assert run_cli("export", mlp_run, "--format", "tflite", "--quantize", "float16",
                    "--out", out, "--force") == 0
     assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "model.tflite", "model_info.json"]
