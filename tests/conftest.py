@@ -26,7 +26,7 @@ settings.load_profile(os.environ.get("MNIST_DIGITS_FUZZ", "ci"))
 def mnist():
     from mnist_digits.data import load_mnist
 
-    return load_mnist(progress=False)
+    return load_mnist()
 
 
 @pytest.fixture(scope="session")

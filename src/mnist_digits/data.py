@@ -202,7 +202,7 @@ class DownloadRefused(Exception):
     """A mirror that sends too much or too slowly; the next mirror is tried."""
 
 
-def _fetch(url: str, target: Path, progress: bool) -> None:
+def _fetch(url: str, target: Path) -> None:
     """Stream `url` into `target`, giving up on a mirror that stalls (no byte for
     DOWNLOAD_TIMEOUT seconds), drags on (past DOWNLOAD_DEADLINE) or sends more than
     MAX_DOWNLOAD_BYTES -- so the next mirror gets its turn instead of a hang."""
@@ -213,8 +213,9 @@ def _fetch(url: str, target: Path, progress: bool) -> None:
         declared = int(response.headers.get("Content-Length") or 0)
         if declared > MAX_DOWNLOAD_BYTES:
             raise DownloadRefused(f"{declared:,} bytes, over the limit of {MAX_DOWNLOAD_BYTES:,}")
+        # A progress bar on terminals only (disable=None).
         with tqdm(total=declared or None, unit="B", unit_scale=True, desc=target.name,
-                  disable=None if progress else True, leave=False) as bar:
+                  disable=None, leave=False) as bar:
             while chunk := response.read(2**16):
                 if out.tell() + len(chunk) > MAX_DOWNLOAD_BYTES:
                     raise DownloadRefused(f"more than the limit of {MAX_DOWNLOAD_BYTES:,} bytes")
@@ -224,7 +225,7 @@ def _fetch(url: str, target: Path, progress: bool) -> None:
                 bar.update(len(chunk))
 
 
-def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
+def download(folder: Path, mirrors: list[str]) -> None:
     """Fetch the missing files into `folder` from the first mirror that serves them intact.
 
     Each download goes to a temporary folder beside the cache, is checked against its
@@ -245,7 +246,7 @@ def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
             try:
                 fetched = staging / name
-                _fetch(url, fetched, progress)
+                _fetch(url, fetched)
                 actual_sha = sha256_of(fetched)
                 if actual_sha != gz_sha:
                     failures.append(f"{url}: checksum mismatch (damaged or wrong file)")
@@ -275,8 +276,7 @@ def mirror_list(mirror: str | None = None) -> list[str]:
     return ([first] if first else []) + [m for m in MIRRORS if m != first]
 
 
-def locate(data_dir: str | Path | None = None, mirror: str | None = None,
-           progress: bool = True) -> Path:
+def locate(data_dir: str | Path | None = None, mirror: str | None = None) -> Path:
     """The folder the data will be read from, downloading into the cache if needed."""
     named = data_dir or os.environ.get("MNIST_DIGITS_DATA")
     if named:
@@ -294,14 +294,14 @@ def locate(data_dir: str | Path | None = None, mirror: str | None = None,
         return folder
     folder = cache_dir()
     if not (folder / KERAS_NPZ[0]).is_file():
-        download(folder, mirror_list(mirror), progress)
+        download(folder, mirror_list(mirror))
     return folder
 
 
 def load_mnist(data_dir: str | Path | None = None, mirror: str | None = None,
-               validation_size: int = VALIDATION_SIZE, progress: bool = True) -> Mnist:
+               validation_size: int = VALIDATION_SIZE) -> Mnist:
     """Load MNIST, verified, split into train / validation / test uint8 arrays."""
-    folder = locate(data_dir, mirror, progress)
+    folder = locate(data_dir, mirror)
     named = bool(data_dir or os.environ.get("MNIST_DIGITS_DATA"))
     use_npz = (folder / KERAS_NPZ[0]).is_file() and not all(
         _find_file(folder, key) for key in FILES
@@ -316,7 +316,7 @@ def load_mnist(data_dir: str | Path | None = None, mirror: str | None = None,
             found = _find_file(folder, key)
             if found and sha256_of(found[0]) != found[1]:
                 found[0].unlink()
-        download(folder, mirror_list(mirror), progress)
+        download(folder, mirror_list(mirror))
         arrays, checksums = _load_idx_folder(folder)
     x, y = arrays["x_train"], arrays["y_train"]
     cut = len(x) - validation_size
