@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _exit_cleanly_on_sigterm()
-    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
-    # (not for TFLite), while its worker processes already prepare the images.
+    # `data` never needs TensorFlow (downloads are plain HTTP); `predict` loads it with a
+    # Keras model only (not for TFLite), while its worker processes already prepare the images.
     if args.handler not in (cmd_data, cmd_predict):
         import_tensorflow_quietly()
     try:

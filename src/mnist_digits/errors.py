@@ -25,7 +25,7 @@ class RunFolderError(MnistDigitsError):
 
 
 class RunInterruptedError(MnistDigitsError):
-    """Ctrl-C or SIGTERM before a run that replaces another was complete: the old one stays."""
+    """Ctrl-C while training a run that was to replace another: the old one stays."""
 
     exit_code = 130
 
