@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mnist_digits import cli
-from mnist_digits.errors import NoDigitFound
+from mnist_digits.errors import InputImageError, NoDigitFound
 from mnist_digits.evaluation import apply_temperature
 from mnist_digits.idx import encode_idx
 from mnist_digits.predict import Failure, Predictor, collect_inputs, predict_inputs, prepared_png_name
