@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tensorflow_import.py)
 
-# Fuzzing (hypothesis): a short derandomized run in the suite, so CI is repeatable; a long,
-# random one with MNIST_DIGITS_FUZZ=long (benchmarks/fuzz_inputs.py).
-settings.register_profile("ci", max_examples=300, deadline=2000, derandomize=True,
+# Fuzzing (hypothesis) of the IDX and batch readers: a short seeded run in the suite, so CI
+# is repeatable; a long random one with MNIST_DIGITS_FUZZ_EXAMPLES (benchmarks/fuzz_inputs.py).
+# tests/test_fuzz.py sets its own, with the same variable.
+_FUZZ_EXAMPLES = os.environ.get("MNIST_DIGITS_FUZZ_EXAMPLES")
+settings.register_profile("mnist-digits", max_examples=int(_FUZZ_EXAMPLES or 300), deadline=2000,
+                          derandomize=_FUZZ_EXAMPLES is None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=int(os.environ.get("MNIST_DIGITS_FUZZ_EXAMPLES", 20_000)),
-                          deadline=2000,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("MNIST_DIGITS_FUZZ", "ci"))
+settings.load_profile("mnist-digits")
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +43,26 @@ def mlp_run(mnist, tmp_path_factory):
 
     run_dir, _, _ = train_run("mlp", mnist, out=tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
     return run_dir
+
+
+class UniformClassifier:
+    """A stand-in model: every image is each digit with probability 0.1."""
+
+    name = "uniform"
+    info: dict = {}
+    temperature = 1.0
+    parameter_count = None
+
+    def predict_proba(self, images):
+        import numpy as np
+
+        return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def uniform_predictor():
+    """A Predictor over UniformClassifier: for tests of the server's limits and inputs,
+    which do not depend on the model (and need no training)."""
+    from mnist_digits.predict import Predictor
+
+    return Predictor(UniformClassifier())

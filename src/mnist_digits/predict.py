@@ -21,9 +21,10 @@ from tokenize import TokenError
 
 import numpy as np
 
+from .decode import IMAGE_SUFFIXES
 from .errors import DataError, InputImageError, first_line
 from .evaluation import UNSURE_BELOW, apply_temperature
-from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
+from .preprocess import prepare, prepare_many
 
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
@@ -31,6 +32,12 @@ WORKERS_FROM = 2000
 # The most data one IDX or .npy batch file may hold (a million 28x28 uint8 images take 784
 # MB); a header claiming more is refused before anything is read.
 MAX_BATCH_BYTES = 2**30
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity (what a container or
+    `taskset` allows), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -236,7 +243,7 @@ def predict_inputs(predictor: Predictor | Callable[[], Predictor], inputs: Itera
     inputs = list(inputs)
     chunks = [inputs[start:start + chunk_size] for start in range(0, len(inputs), chunk_size)]
     if workers is None:
-        workers = (os.cpu_count() or 1) if len(inputs) >= WORKERS_FROM else 1
+        workers = usable_cpus() if len(inputs) >= WORKERS_FROM else 1
     usable = [[source for _, source in chunk if not isinstance(source, InputImageError)]
               for chunk in chunks]
     if workers > 1 and len(chunks) > 1:
