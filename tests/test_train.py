@@ -123,22 +123,37 @@ def test_same_seed_gives_identical_metrics(small_mnist, tmp_path):
     assert first["test"]["loss"] != other["test"]["loss"]
 
 
-def test_ctrl_c_keeps_the_best_model_so_far(tmp_path):
+def test_same_seed_gives_identical_metrics_in_another_process(tmp_path):
+    """Two processes, the second one --force over the first one's run folder: the same
+    metrics.json numbers to the last digit, in a freshly written file."""
     out = tmp_path / "run"
-    process = subprocess.Popen(command("train", "--epochs", "50", "--out", str(out)),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("Epoch 3/"):  # two epochs done
-            process.send_signal(signal.SIGINT)
-            break
-    output = "".join(lines) + process.stdout.read()
-    assert process.wait(timeout=120) == 130, output
-    assert "Traceback" not in output and "Interrupted" in output
+    first = subprocess.run(command("train", "--epochs", "1", "--seed", "5", "--out", str(out)),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before, inode = (out / "metrics.json").read_text(), (out / "metrics.json").stat().st_ino
+    second = subprocess.run(command("train", "--epochs", "1", "--seed", "5", "--out", str(out), "--force"),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert (out / "metrics.json").stat().st_ino != inode  # written again, not left over
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(before)
+
+
+def test_ctrl_c_keeps_the_best_epochs_model(tmp_path, spawn):
+    """After 7 epochs at the high learning rate of a 50-epoch schedule, validation accuracy
+    goes up and down: the saved model must be the best epoch's, not the last one's."""
+    out = tmp_path / "run"
+    child = spawn(command("train", "--epochs", "50", "--out", str(out)))
+    child.wait_for_line(lambda line: line.startswith("Epoch 8/"), timeout=240)  # seven epochs done
+    child.process.send_signal(signal.SIGINT)
+    assert child.finish(timeout=120) == 130, child.output
+    assert "Traceback" not in child.output and "Interrupted" in child.output
     config = json.loads((out / "config.json").read_text())
-    assert config["interrupted"] is True and config["best_epoch"] >= 2
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert config["interrupted"] is True and len(history) >= 7
+    assert config["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
+    # metrics.json is measured on the saved model: its validation accuracy is the best epoch's.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] == pytest.approx(history["val_accuracy"].max(), abs=1e-4)
     assert (out / "model.keras").is_file() and (out / "report.md").is_file()
 
 
