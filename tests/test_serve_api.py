@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import zlib

@@ -1,7 +1,6 @@
 """Training end to end: the command on the full data, the run folder, determinism, Ctrl-C."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
