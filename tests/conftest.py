@@ -98,3 +98,25 @@ def spawn():
         if child.process.poll() is None:
             child.process.kill()
             child.process.wait(timeout=30)
+
+
+class _Payload:
+    """Unpickling this creates the file at `path`: proof that pickle ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.fixture
+def pickle_payload(tmp_path):
+    """(an object array whose unpickling creates a marker file, the marker's path): for the
+    tests that a file from outside is read without pickle."""
+    import numpy as np
+
+    marker = tmp_path / "pickle-ran"
+    array = np.empty((2, 28, 28), dtype=object)
+    array.fill(_Payload(marker))
+    return array, marker

@@ -209,10 +209,12 @@ def test_idx_and_npy_batches_answer_each_image(capsys, mlp_run, mnist, tmp_path)
     assert np.mean([a["digit"] for a in answers] == mnist.y_test[:9]) >= 8 / 9
 
 
-def test_a_pickled_npy_is_refused(capsys, mlp_run, tmp_path):
-    np.save(tmp_path / "objects.npy", np.array([{"not": "pixels"}], dtype=object), allow_pickle=True)
+def test_a_pickled_npy_is_refused_without_unpickling(capsys, mlp_run, tmp_path, pickle_payload):
+    objects, marker = pickle_payload  # shaped like a batch of 28x28 images
+    np.save(tmp_path / "objects.npy", objects, allow_pickle=True)
     code, out, _ = _run(capsys, mlp_run, tmp_path / "objects.npy", "--json")
-    assert code == 1 and "error" in json.loads(out)
+    assert code == 1 and "not a readable .npy array" in json.loads(out)["error"]
+    assert not marker.exists(), "the .npy was unpickled"
 
 
 @pytest.mark.parametrize("argv, message", [
