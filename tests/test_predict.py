@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.special import softmax
 
 from mnist_digits import cli
 from mnist_digits.errors import InputImageError
-from mnist_digits.evaluation import apply_temperature
 from mnist_digits.idx import encode_idx
 from mnist_digits.predict import Predictor, collect_inputs, predict_inputs, prepared_png_name
 
@@ -69,7 +69,8 @@ def test_answers_carry_calibrated_probabilities(predictor, mnist):
     images = mnist.x_test[:20].astype(np.float32) / 255
     answers = predictor.predict_prepared(images)
     raw = predictor.classifier.predict_proba(images)
-    calibrated = apply_temperature(raw, predictor.temperature)
+    # Temperature scaling from its definition, softmax(log p / T), not the package's own function.
+    calibrated = softmax(np.log(raw) / predictor.temperature, axis=1)
     assert predictor.temperature == predictor.classifier.temperature != 1.0
     for answer, expected in zip(answers, calibrated):
         assert set(answer) == {"digit", "confidence", "probabilities", "unsure"}
