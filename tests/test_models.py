@@ -208,10 +208,36 @@ def test_an_ensemble_resumes_with_the_members_already_trained(tiny_mnist, tmp_pa
     assert config["model"] == "mlp-ensemble3" and [m["seed"] for m in config["members"]] == [0, 1, 2]
     assert len(runs.load_keras_model(run_dir / "model.keras").layers) == 5  # input, 3 members, mean
 
-    with pytest.raises(UsageError, match="another model or recipe"):
-        train_ensemble("mlp", tiny_mnist, members=3, out=out, epochs=2, verbose=0, resume=True)
+    for other in ({"model_name": "mlp", "epochs": 2}, {"model_name": "mlp", "epochs": 1, "batch_size": 64},
+                  {"model_name": "cnn-small", "epochs": 1}):
+        with pytest.raises(UsageError, match="another model or recipe"):
+            train_ensemble(data=tiny_mnist, members=3, out=out, verbose=0, resume=True, **other)
+    assert (out / "members" / "seed-0" / "model.keras").read_bytes() == first  # and nothing replaced
     with pytest.raises(UsageError, match="no ensemble members to resume"):
         train_ensemble("mlp", tiny_mnist, members=2, out=tmp_path / "new", epochs=1, verbose=0, resume=True)
+
+
+def test_tta_ensembles_from_the_command_line(tmp_path, mnist, capsys):
+    """`train --ensemble 2 --tta` and `ensemble --tta` over its members (one epoch each, on
+    the full data as the command loads it): both models average the members over the views."""
+    from mnist_digits.ensemble import TTA_VIEWS
+
+    trained = tmp_path / "trained"
+    assert main(["train", "--model", "mlp", "--ensemble", "2", "--tta", "--epochs", "1", "--quiet",
+                 "--out", str(trained)]) == 0
+    members = [trained / "members" / f"seed-{seed}" for seed in (0, 1)]
+    combined = tmp_path / "combined"
+    assert main(["ensemble", *map(str, members), "--tta", "--out", str(combined)]) == 0
+    assert "ensemble of 2 with test-time views: test accuracy" in capsys.readouterr().out
+
+    images = to_model_input(mnist.x_test[:64])
+    views = [_warped(images, degrees, scale) for degrees, scale in TTA_VIEWS]
+    member_models = [runs.load_keras_model(member / "model.keras") for member in members]
+    expected = np.mean([np.asarray(m(v, training=False)) for m in member_models for v in views], axis=0)
+    for run_dir in (trained, combined):
+        assert json.loads((run_dir / "config.json").read_text())["test_time_augmentation"]
+        predicted = runs.load_classifier(run_dir).predict_proba(images)
+        np.testing.assert_allclose(predicted, expected, atol=1e-5)
 
 
 def test_ensemble_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

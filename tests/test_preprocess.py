@@ -147,7 +147,9 @@ def _accuracy(classifier, images, labels) -> float:
 
 
 def test_preparing_mnist_test_digits_costs_at_most_0_3_points(classifier, mnist):
-    images, labels = mnist.x_test[:2000], mnist.y_test[:2000]
+    """All 10,000 test digits, as the README says (measured: 98.46% -> 98.32%; on the first
+    2,000, the easier ones, it costs nothing and would hide a loss)."""
+    images, labels = mnist.x_test, mnist.y_test
     raw = _accuracy(classifier, list(images / 255.0), labels)
     prepared = _accuracy(classifier, [prepare(image) for image in images], labels)
     assert prepared >= raw - 0.003, f"raw {raw:.2%}, prepared {prepared:.2%}"
@@ -155,9 +157,10 @@ def test_preparing_mnist_test_digits_costs_at_most_0_3_points(classifier, mnist)
 
 @pytest.fixture(scope="module")
 def realistic(classifier, mnist):
-    """700 photo-like inputs from test digits spread over the test set (both of its
-    halves, which differ in difficulty), 100 per kind, with what the model reads in each."""
-    picks = np.arange(0, 10000, 10)[:700]
+    """700 photo-like inputs from test digits spread evenly over the whole test set (both
+    of its halves, which differ in difficulty: 0 to 9,999), 100 per kind, with what the
+    model reads in each."""
+    picks = np.linspace(0, len(mnist.x_test) - 1, 700).round().astype(int)
     images, labels = mnist.x_test[picks], mnist.y_test[picks]
     inputs = realistic_inputs(images, labels)
     kinds = np.array([kind for kind, _, _ in inputs])
@@ -168,13 +171,16 @@ def realistic(classifier, mnist):
 
 
 def test_realistic_inputs_are_read_right_at_least_97_percent(realistic):
-    """The default mlp reads at least 97% of all the photo-like inputs right (its own
-    mistakes on the clean digits included), and no kind of input falls far behind."""
+    """The default mlp reads at least 96.5% of all the photo-like inputs right (its own
+    mistakes on the clean digits included), and no kind of input falls far behind.
+    Measured 2026-11-28: 98.29% (688 of 700), each kind 97-99%; the floors leave 12
+    images overall and 5 per kind for other TensorFlow builds. These inputs were used to
+    tune `prepare`: the independent set above is the honest measure."""
     kinds, labels, prepared, _, _ = realistic
     right = prepared == labels
     by_kind = {kind: round(float(np.mean(right[kinds == kind])), 3) for kind in dict.fromkeys(kinds)}
-    assert np.mean(right) >= 0.97, by_kind
-    assert min(by_kind.values()) >= 0.94, by_kind
+    assert np.mean(right) >= 0.965, by_kind
+    assert min(by_kind.values()) >= 0.92, by_kind
 
 
 def test_realistic_inputs_cost_little_against_the_clean_originals(realistic):

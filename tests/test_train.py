@@ -39,7 +39,7 @@ def test_train_command_writes_the_whole_run_folder(two_epoch_run):
 def test_three_epochs_on_the_full_data_reach_96_percent(two_epoch_run):
     out, _ = two_epoch_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test"]["accuracy"] >= 0.96
+    assert metrics["test"]["accuracy"] >= 0.96  # measured 96.96% (2026-11-28): 96 images to spare
     assert metrics["test"]["count"] == 10_000 and metrics["validation"]["count"] == 5_000
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert set(metrics["per_class"]["5"]) == {"precision", "recall", "f1", "support"}
