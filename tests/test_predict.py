@@ -248,3 +248,20 @@ def test_the_command_never_shows_a_traceback(mlp_run, digits_folder, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("mnist-digits: error: ")]
     assert len(errors) == 7, result.stderr
     assert len(result.stdout.splitlines()) == len(GOOD)
+
+
+def test_a_progress_bar_runs_above_1000_inputs_on_a_terminal(capsys, mlp_run, mnist, tmp_path, monkeypatch):
+    import io as text_io
+
+    class Terminal(text_io.StringIO):
+        def isatty(self):
+            return True
+
+    for count, shown in ((1000, False), (1001, True)):
+        (tmp_path / "batch-idx3-ubyte").write_bytes(encode_idx(mnist.x_test[:count]))
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        code = cli.main(["predict", str(mlp_run), str(tmp_path / "batch-idx3-ubyte"), "--json"])
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # no bar in them
+        assert code == 0 and len(answers) == count
+        assert (f"{count}/{count}" in terminal.getvalue()) == shown, terminal.getvalue()[-300:]
