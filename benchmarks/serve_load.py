@@ -13,7 +13,7 @@ Scenarios:
               photo, as multipart field `file`: the page's photo-upload path
 Prints answered requests/s (only 200 answers with a digit count), p50 and p99 latency,
 errors, and req/s as a fraction of the baseline.
-Issue 4's target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
+The target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
 p99 <= 100 ms, no errors. The client runs on the same machine and takes its share of it.
 """
 
@@ -47,7 +47,7 @@ def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
     """MNIST test digits as the drawing page sends them: 140x140 PNG, dark ink on white."""
     from mnist_digits.data import load_mnist
 
-    digits = load_mnist(progress=False).x_test[:count]
+    digits = load_mnist().x_test[:count]
     pngs = []
     for digit in digits:
         image = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
@@ -66,7 +66,7 @@ def photo_jpegs(count: int = 16) -> list[bytes]:
     from mnist_digits.data import load_mnist
 
     rng = np.random.default_rng(0)
-    digits = load_mnist(progress=False).x_test[:count]
+    digits = load_mnist().x_test[:count]
     return [photo_like.photograph(photo_like.distorted(photo_like.mnist_ink(digit, int(rng.integers(250, 400))),
                                                        rng), rng)
             for digit in digits]
@@ -169,7 +169,7 @@ async def run_load(url: str, make_request, clients: int, seconds: float, max_req
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="run folder or model file (issue 4's target is for the mlp model)")
+    parser.add_argument("model", help="run folder or model file (the target is for the mlp model)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per scenario (default: 10)")
     parser.add_argument("--max-requests", type=int, default=20000, help="cap per scenario (default: 20000)")

@@ -74,7 +74,7 @@ def dead_mirror() -> str:
 
 def test_good_mirror_fills_the_cache(serve_folder, empty_cache, mnist, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", ())
-    loaded = data.load_mnist(mirror=serve_folder(REAL), progress=False)
+    loaded = data.load_mnist(mirror=serve_folder(REAL))
     assert sorted(p.name for p in empty_cache.iterdir()) == sorted(f[0] for f in data.FILES.values())
     np.testing.assert_array_equal(loaded.x_test, mnist.x_test)
 
@@ -86,7 +86,7 @@ def test_damaged_download_is_refused_and_not_cached(serve_folder, empty_cache, t
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(raw[:-100])  # cut short in transit
     monkeypatch.setattr(data, "MIRRORS", ())
     with pytest.raises(DataError) as error:
-        data.load_mnist(mirror=serve_folder(bad), progress=False)
+        data.load_mnist(mirror=serve_folder(bad))
     assert "train-labels-idx1-ubyte.gz" in str(error.value) and "checksum" in str(error.value)
     cached = [p.name for p in empty_cache.iterdir()]
     assert "train-labels-idx1-ubyte.gz" not in cached
@@ -95,17 +95,17 @@ def test_damaged_download_is_refused_and_not_cached(serve_folder, empty_cache, t
 
 def test_dead_first_mirror_falls_back_to_the_next(serve_folder, empty_cache, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", (dead_mirror(), serve_folder(REAL)))
-    loaded = data.load_mnist(progress=False)
+    loaded = data.load_mnist()
     assert len(loaded.x_train) == 55_000
     assert len(list(empty_cache.glob("*.gz"))) == 4
 
 
 def test_a_damaged_cache_file_is_fetched_again(serve_folder, empty_cache, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", (serve_folder(REAL),))
-    data.load_mnist(progress=False)
+    data.load_mnist()
     cached = empty_cache / "t10k-labels-idx1-ubyte.gz"
     cached.write_bytes(cached.read_bytes()[:100])
-    loaded = data.load_mnist(progress=False)
+    loaded = data.load_mnist()
     assert len(loaded.y_test) == 10_000
     assert data.sha256_of(cached) == data.FILES["test_labels"][1]
 
@@ -114,7 +114,7 @@ def test_mirror_named_in_the_environment_is_asked_first(serve_folder, empty_cach
     mine, default = [], []
     monkeypatch.setattr(data, "MIRRORS", (serve_folder(REAL, default),))
     monkeypatch.setenv("MNIST_DIGITS_MIRROR", serve_folder(REAL, mine))
-    data.load_mnist(progress=False)
+    data.load_mnist()
     assert len(mine) == 4 and default == []
     # --mirror (the argument) comes before the environment's; no mirror is listed twice.
     monkeypatch.setattr(data, "MIRRORS", ("http://default/", "http://mine/"))
