@@ -140,21 +140,32 @@ def test_same_seed_gives_identical_metrics_in_another_process(tmp_path):
 
 
 def test_ctrl_c_keeps_the_best_epochs_model(tmp_path, spawn):
-    """After 7 epochs at the high learning rate of a 50-epoch schedule, validation accuracy
-    goes up and down: the saved model must be the best epoch's, not the last one's."""
+    """Ctrl-C right after an epoch whose validation accuracy fell below the best so far:
+    the saved model must be the best epoch's, not the last one's."""
+    import re
+
     out = tmp_path / "run"
-    child = spawn(command("train", "--epochs", "50", "--out", str(out)))
-    child.wait_for_line(lambda line: line.startswith("Epoch 8/"), timeout=240)  # seven epochs done
+    child = spawn(command("train", "--epochs", "50", "--out", str(out)))  # high rates: ups and downs
+    best = 0.0
+    for _ in range(30):
+        line = child.wait_for_line(lambda line: "val_accuracy:" in line, timeout=240)
+        accuracy = float(re.search(r"val_accuracy: ([0-9.]+)", line).group(1))
+        if accuracy < best:
+            break
+        best = accuracy
+    else:
+        pytest.fail(f"validation accuracy never fell in 30 epochs:\n{child.output}")
     child.process.send_signal(signal.SIGINT)
     assert child.finish(timeout=120) == 130, child.output
     assert "Traceback" not in child.output and "Interrupted" in child.output
     config = json.loads((out / "config.json").read_text())
     history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
-    assert config["interrupted"] is True and len(history) >= 7
-    assert config["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
+    assert config["interrupted"] is True
+    assert config["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1 < len(history)
     # metrics.json is measured on the saved model: its validation accuracy is the best epoch's.
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] == pytest.approx(history["val_accuracy"].max(), abs=1e-4)
+    assert metrics["validation"]["accuracy"] > history["val_accuracy"][-1]
     assert (out / "model.keras").is_file() and (out / "report.md").is_file()
 
 
