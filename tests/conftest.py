@@ -120,3 +120,26 @@ def pickle_payload(tmp_path):
     array = np.empty((2, 28, 28), dtype=object)
     array.fill(_Payload(marker))
     return array, marker
+
+
+class UniformClassifier:
+    """A stand-in model: every image is each digit with probability 0.1."""
+
+    name = "uniform"
+    info: dict = {}
+    temperature = 1.0
+    parameter_count = None
+
+    def predict_proba(self, images):
+        import numpy as np
+
+        return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def uniform_predictor():
+    """A Predictor over UniformClassifier: for tests of the server's limits and inputs,
+    which do not depend on the model (and need no training)."""
+    from mnist_digits.predict import Predictor
+
+    return Predictor(UniformClassifier())

@@ -174,7 +174,8 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet)
+    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet,
+          allow_hosts=tuple(args.allow_host))
     return 0
 
 
@@ -293,6 +294,9 @@ def _serve_parser(commands) -> None:
                             "0.0.0.0 opens it to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no log line per request")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests for this Host name (repeatable; default: loopback "
+                            "names and --host only, which stops DNS rebinding)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -347,9 +351,10 @@ def _positive(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
-    # (not for TFLite), while its worker processes already prepare the images.
-    if args.handler not in (cmd_data, cmd_predict):
+    # `data` needs TensorFlow only to download; `predict` and `serve` load it with a Keras
+    # model only (not for TFLite: a server ~600 MiB smaller), `predict` while its worker
+    # processes already prepare the images.
+    if args.handler not in (cmd_data, cmd_predict, cmd_serve):
         import_tensorflow_quietly()
     try:
         _positive(args)
