@@ -339,7 +339,7 @@ def test_serve_on_an_int8_export_answers_like_the_keras_model(exports, mlp_run, 
     from mnist_digits.serve import create_app
 
     def answers(model_path):
-        with TestClient(create_app(Predictor.from_path(model_path))) as client:
+        with TestClient(create_app(Predictor.from_path(model_path)), base_url="http://localhost") as client:
             assert client.get("/api/health").json()["status"] == "ok"
             files = []
             for index in range(32):
