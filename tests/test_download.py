@@ -25,12 +25,27 @@ class QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class CountingHandler(QuietHandler):
+    """Counts the files it served, in `served` (set per server)."""
+
+    served: list
+
+    def do_GET(self):
+        self.served.append(self.path)
+        super().do_GET()
+
+
 @pytest.fixture
 def serve_folder():
     servers = []
 
-    def start(folder: Path) -> str:
-        handler = functools.partial(QuietHandler, directory=str(folder))
+    def start(folder: Path, served: list | None = None) -> str:
+        """The URL of a server of `folder`; each path it serves is appended to `served`."""
+        if served is None:
+            handler = functools.partial(QuietHandler, directory=str(folder))
+        else:
+            handler = functools.partial(type("Handler", (CountingHandler,), {"served": served}),
+                                        directory=str(folder))
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -93,6 +108,19 @@ def test_a_damaged_cache_file_is_fetched_again(serve_folder, empty_cache, monkey
     loaded = data.load_mnist()
     assert len(loaded.y_test) == 10_000
     assert data.sha256_of(cached) == data.FILES["test_labels"][1]
+
+
+def test_mirror_named_in_the_environment_is_asked_first(serve_folder, empty_cache, monkeypatch):
+    mine, default = [], []
+    monkeypatch.setattr(data, "MIRRORS", (serve_folder(REAL, default),))
+    monkeypatch.setenv("MNIST_DIGITS_MIRROR", serve_folder(REAL, mine))
+    data.load_mnist()
+    assert len(mine) == 4 and default == []
+    # --mirror (the argument) comes before the environment's; no mirror is listed twice.
+    monkeypatch.setattr(data, "MIRRORS", ("http://default/", "http://mine/"))
+    monkeypatch.setenv("MNIST_DIGITS_MIRROR", "http://mine/")
+    assert data.mirror_list() == ["http://mine/", "http://default/"]
+    assert data.mirror_list("http://argument/") == ["http://argument/", "http://default/", "http://mine/"]
 
 
 def test_command_with_only_dead_mirrors_says_what_to_do(empty_cache, tmp_path):

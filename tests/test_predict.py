@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from scipy.special import softmax
 
 from mnist_digits import cli
 from mnist_digits.errors import InputImageError, NoDigitFound
-from mnist_digits.evaluation import apply_temperature
 from mnist_digits.idx import encode_idx
 from mnist_digits.predict import Failure, Predictor, collect_inputs, predict_inputs, prepared_png_name
 
@@ -72,7 +72,8 @@ def test_answers_carry_calibrated_probabilities(predictor, mnist):
     images = mnist.x_test[:20].astype(np.float32) / 255
     answers = predictor.predict_prepared(images)
     raw = predictor.classifier.predict_proba(images)
-    calibrated = apply_temperature(raw, predictor.temperature)
+    # Temperature scaling from its definition, softmax(log p / T), not the package's own function.
+    calibrated = softmax(np.log(raw) / predictor.temperature, axis=1)
     assert predictor.temperature == predictor.classifier.temperature != 1.0
     for answer, expected in zip(answers, calibrated):
         assert answer.prepared is None
@@ -213,10 +214,12 @@ def test_idx_and_npy_batches_answer_each_image(capsys, mlp_run, mnist, tmp_path)
     assert np.mean([a["digit"] for a in answers] == mnist.y_test[:9]) >= 8 / 9
 
 
-def test_a_pickled_npy_is_refused(capsys, mlp_run, tmp_path):
-    np.save(tmp_path / "objects.npy", np.array([{"not": "pixels"}], dtype=object), allow_pickle=True)
+def test_a_pickled_npy_is_refused_without_unpickling(capsys, mlp_run, tmp_path, pickle_payload):
+    objects, marker = pickle_payload  # shaped like a batch of 28x28 images
+    np.save(tmp_path / "objects.npy", objects, allow_pickle=True)
     code, out, _ = _run(capsys, mlp_run, tmp_path / "objects.npy", "--json")
-    assert code == 1 and "error" in json.loads(out)
+    assert code == 1 and "not a readable .npy array" in json.loads(out)["error"]
+    assert not marker.exists(), "the .npy was unpickled"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -317,3 +320,18 @@ def test_fuzz_batch_readers_end_in_images_or_an_input_error(content, name):
             assert isinstance(source, (np.ndarray, InputImageError)), source
             if isinstance(source, np.ndarray):
                 assert source.dtype.kind in "biuf" and source.ndim in (2, 3)
+
+
+def test_a_progress_bar_runs_above_1000_inputs_on_a_terminal(capsys, mlp_run, mnist, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for count, shown in ((1000, False), (1001, True)):
+        (tmp_path / "batch-idx3-ubyte").write_bytes(encode_idx(mnist.x_test[:count]))
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        code = cli.main(["predict", str(mlp_run), str(tmp_path / "batch-idx3-ubyte"), "--json"])
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # no bar in them
+        assert code == 0 and len(answers) == count
+        assert (f"{count}/{count}" in terminal.getvalue()) == shown, terminal.getvalue()[-300:]

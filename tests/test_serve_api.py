@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import zlib
@@ -314,32 +312,25 @@ def test_concurrent_requests_each_get_their_own_answer(server_url, client, digit
 # --- the command ------------------------------------------------------------------------
 
 
-def test_serve_command_serves_and_stops_cleanly_on_ctrl_c(mlp_run, digits):
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "mnist_digits.cli", "serve", str(mlp_run), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert found, line
-        with httpx.Client(base_url=found.group(0), timeout=5) as http:
-            for _ in range(300):  # the line comes as the model loads
-                try:
-                    health = http.get("/api/health")
-                    break
-                except httpx.TransportError:
-                    threading.Event().wait(0.1)
-            assert health.json()["status"] == "ok"
-            answer = http.post("/api/predict", content=canvas_png(digits[0][0]),
-                               headers={"Content-Type": "image/png"})
-            assert answer.json()["digit"] == digits[1][0]
-        server.send_signal(signal.SIGINT)
-        output = server.communicate(timeout=30)[0]
-        assert server.returncode == 0, output
-        assert "Traceback" not in output
-    finally:
-        if server.poll() is None:
-            server.kill()
+def test_serve_command_serves_and_stops_cleanly_on_ctrl_c(mlp_run, digits, spawn):
+    server = spawn([sys.executable, "-m", "mnist_digits.cli", "serve", str(mlp_run), "--port", "0"])
+    line = server.wait_for_line(lambda line: "http://127.0.0.1:" in line, timeout=120)
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    assert found, line
+    with httpx.Client(base_url=found.group(0), timeout=5) as http:
+        for _ in range(300):  # the line comes as the model loads
+            try:
+                health = http.get("/api/health")
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+        assert health.json()["status"] == "ok"
+        answer = http.post("/api/predict", content=canvas_png(digits[0][0]),
+                           headers={"Content-Type": "image/png"})
+        assert answer.json()["digit"] == digits[1][0]
+    server.process.send_signal(signal.SIGINT)
+    assert server.finish(timeout=30) == 0, server.output
+    assert "Traceback" not in server.output
 
 
 def test_serve_command_says_so_when_the_port_is_taken(mlp_run, capsys):
