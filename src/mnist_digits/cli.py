@@ -48,14 +48,34 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _load_data_beside_tensorflow(args, timings):
+    """MNIST read while TensorFlow imports in a thread: reading, gunzip and SHA-256 release
+    the GIL, so the data costs the command almost nothing. (A first-time download's progress
+    bar is hidden while TensorFlow's start-up messages are.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        importing = pool.submit(import_tensorflow_quietly)
+        try:
+            with timings.phase("data"):
+                data = _load_data(args)
+        finally:
+            with timings.phase("tensorflow import (beyond the data)"):
+                importing.result()
+    return data
+
+
 def cmd_train(args) -> int:
     from .pipeline import train_run
+    from .timings import Timings, describe
 
+    timings = Timings(whole_process=True)
     if args.ensemble is not None:  # issue 5: N seeds, one model averaging their probabilities
         from .ensemble import train_ensemble
 
         run_dir, metrics, interrupted = train_ensemble(
-            args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
+            args.model, _load_data_beside_tensorflow(args, timings), args.ensemble, out=args.out,
+            force=args.force,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, resume=args.resume,
             test_time_augmentation=args.tta,
             verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
@@ -65,13 +85,15 @@ def cmd_train(args) -> int:
         return 130 if interrupted else 0
     if args.resume or args.tta:
         raise UsageError(f"--{'resume' if args.resume else 'tta'} is for ensembles: add --ensemble N")
-    data = _load_data(args)
+    data = _load_data_beside_tensorflow(args, timings)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
         args.model, data, out=args.out, force=args.force, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else verbose,
-        arguments={k: v for k, v in vars(args).items() if k != "handler"},
+        arguments={k: v for k, v in vars(args).items() if k != "handler"}, timings=timings,
     )
+    if args.verbose:
+        print(describe(timings.rounded()))
     if interrupted:
         print(f"Interrupted: kept the best model so far in {run_dir} "
               f"(test accuracy {metrics['test']['accuracy']:.2%}).")
@@ -223,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<timestamp>)")
     train.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    train.add_argument("--verbose", action="store_true",
+                       help="at the end, where the seconds went (also in config.json)")
     train.add_argument("--ensemble", type=int, metavar="N",
                        help="train N copies with seeds SEED..SEED+N-1 and save one model averaging "
                             "their probabilities (members' run folders under members/)")
@@ -334,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
     # (not for TFLite), while its worker processes already prepare the images.
-    if args.handler not in (cmd_data, cmd_predict):
+    # `train` imports it beside reading the data.
+    if args.handler not in (cmd_data, cmd_predict, cmd_train):
         import_tensorflow_quietly()
     try:
         _positive(args)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from concurrent.futures import ThreadPoolExecutor
 
 from . import figures, report, runs
 from .data import Mnist
 from .evaluation import Evaluation, evaluate
+from .timings import Timings
 
 FIGURES = ("training_history", "confusion_matrix", "misclassified")
 
@@ -26,38 +30,56 @@ def library_versions() -> dict:
 
 
 def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
-                     history: dict | None = None) -> Evaluation:
-    """metrics.json, the figures and report.md for `classifier` in folder `out`."""
-    result = evaluate(classifier.predict_proba, data)
-    result.metrics = metrics = {"model": config.get("model", classifier.name), **result.metrics}
-    runs.write_json(out / "metrics.json", metrics)
-    drawn = []
-    if history:
-        figures.training_history(history, out / "figures" / "training_history.png",
-                                 title=f"{metrics['model']}: training history")
-        drawn.append("training_history")
-    figures.confusion_matrix(metrics["confusion_matrix"], out / "figures" / "confusion_matrix.png",
-                             title=f"{metrics['model']}: confusion matrix (test set)")
-    figures.misclassified(data.x_test, data.y_test, result.test_probabilities,
-                          out / "figures" / "misclassified.png")
-    drawn += ["confusion_matrix", "misclassified"]
-    report.write_report(out / "report.md", metrics, config, history, drawn)
+                     history: dict | None = None, timings: Timings | None = None) -> Evaluation:
+    """metrics.json, the figures and report.md for `classifier` in folder `out`.
+    The figures are drawn in threads: the training history beside the evaluation (the model's
+    work releases the GIL), the other two beside each other."""
+    timings = timings or Timings()
+    model = config.get("model", classifier.name)
+    with ThreadPoolExecutor(2) as pool:
+        drawing = [pool.submit(figures.training_history, history, out / "figures" / "training_history.png",
+                               title=f"{model}: training history")] if history else []
+        with timings.phase("evaluation"):
+            result = evaluate(classifier.predict_proba, data)
+            result.metrics = metrics = {"model": model, **result.metrics}
+            runs.write_json(out / "metrics.json", metrics)
+        with timings.phase("figures (after evaluation)"):
+            drawing += [pool.submit(figures.confusion_matrix, metrics["confusion_matrix"],
+                                    out / "figures" / "confusion_matrix.png",
+                                    title=f"{model}: confusion matrix (test set)"),
+                        pool.submit(figures.misclassified, data.x_test, data.y_test,
+                                    result.test_probabilities, out / "figures" / "misclassified.png")]
+            for done in drawing:
+                done.result()  # raises what a drawing raised
+    drawn = (["training_history"] if history else []) + ["confusion_matrix", "misclassified"]
+    with timings.phase("report"):
+        report.write_report(out / "report.md", metrics, config, history, drawn)
     return result
 
 
 def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force: bool = False,
               epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
-              verbose: int | str = "auto", arguments: dict | None = None) -> tuple[Path, dict, bool]:
-    """Train `model_name` and write its whole run folder. Returns (folder, metrics, interrupted)."""
+              verbose: int | str = "auto", arguments: dict | None = None,
+              timings: Timings | None = None) -> tuple[Path, dict, bool]:
+    """Train `model_name` and write its whole run folder. Returns (folder, metrics, interrupted).
+    config.json's "timings" say where the seconds went (`timings` may bring earlier phases)."""
     import keras
 
-    from .training import recipe_dict, train
+    from .training import Timed, recipe_dict, train
 
+    timings = timings or Timings()
     run_dir = runs.prepare_run_dir(out or runs.default_run_dir(model_name), force)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
+    tensorboard = Timed(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")), timings,
+                        "tensorboard")
+    started = time.perf_counter()
     result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
-    runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
-    runs.write_history_csv(result.history, run_dir / "history.csv")
+    tracing = result.first_epoch_extra() or 0.0
+    timings.add("build", time.perf_counter() - started - result.seconds)
+    timings.add("first-epoch extra (graph tracing)", tracing)
+    timings.add("fit", result.seconds - tracing - timings.seconds.get("tensorboard", 0.0))
+    with timings.phase("save"):
+        runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
+        runs.write_history_csv(result.history, run_dir / "history.csv")
     config = {
         "model": model_name,
         "seed": seed,
@@ -75,7 +97,8 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
     }
     runs.write_json(run_dir / "config.json", config)
     classifier = runs.KerasClassifier(result.model, model_name)
-    evaluation = write_evaluation(classifier, data, run_dir, config, result.history)
+    evaluation = write_evaluation(classifier, data, run_dir, config, result.history, timings)
+    runs.write_json(run_dir / "config.json", {**config, "timings": timings.rounded()})
     return run_dir, evaluation.metrics, result.interrupted
 
 

@@ -78,6 +78,14 @@ class TrainResult:
     seconds: float
     interrupted: bool
     best_epoch: int
+    epoch_seconds: list[float]
+
+    def first_epoch_extra(self) -> float | None:
+        """Graph tracing and warm-up: the first epoch's seconds beyond the median of the
+        others (None with one epoch)."""
+        if len(self.epoch_seconds) < 2:
+            return None
+        return max(0.0, self.epoch_seconds[0] - float(np.median(self.epoch_seconds[1:])))
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -89,8 +97,13 @@ class KeepBest(keras.callbacks.Callback):
         self.best_accuracy = -1.0
         self.best_weights = None
         self.best_epoch = 0
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_started)
         for key, value in (logs or {}).items():
             if key != "learning_rate":
                 self.history.setdefault(key, []).append(float(value))
@@ -98,6 +111,38 @@ class KeepBest(keras.callbacks.Callback):
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, epoch + 1
             self.best_weights = self.model.get_weights()
+
+
+class Timed(keras.callbacks.Callback):
+    """Another callback (TensorBoard's writer), with the seconds its hooks take added to
+    `timings` under `name`: what it costs the run.
+
+    Only the epoch-level hooks are passed on. Any callback with a batch-level hook makes
+    Keras wait for each step's numbers before starting the next (no asynchronous
+    dispatch); TensorBoard's batch hook, at its default update_freq="epoch", only writes
+    the op-level train graph once. The logs keep the scalars and the model's graph."""
+
+    def __init__(self, callback: keras.callbacks.Callback, timings, name: str):
+        super().__init__()
+        self.callback, self.timings, self.name = callback, timings, name
+        for hook in ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+                     "on_test_begin", "on_test_end"):
+            setattr(self, hook, self._timed(getattr(callback, hook)))
+
+    def _timed(self, hook):
+        def timed(*args, **kwargs):
+            with self.timings.phase(self.name):
+                return hook(*args, **kwargs)
+
+        return timed
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
 
 
 def seed_everything(seed: int) -> None:
@@ -247,7 +292,8 @@ def train(model_name: str, data: Mnist, epochs: int | None = None, batch_size: i
     seconds = time.perf_counter() - started
     if keep_best.best_weights is not None:
         model.set_weights(keep_best.best_weights)
-    return TrainResult(model, keep_best.history, recipe, seconds, interrupted, keep_best.best_epoch)
+    return TrainResult(model, keep_best.history, recipe, seconds, interrupted, keep_best.best_epoch,
+                       keep_best.epoch_seconds)
 
 
 def recipe_dict(recipe: Recipe) -> dict:
