@@ -190,8 +190,10 @@ def cmd_predict(args) -> int:
 
 def cmd_serve(args) -> int:
     from .serve import serve
+    from .serve.server import default_workers
 
-    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet)
+    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet,
+          workers=args.workers or default_workers())
     return 0
 
 
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "0.0.0.0 opens it to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no log line per request")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="server processes, each with its own copy of the model "
+                            "(default: one per core available)")
     serve.set_defaults(handler=cmd_serve)
     # --- end serve ---
 

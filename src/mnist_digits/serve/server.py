@@ -7,6 +7,7 @@ background thread, for tests and notebooks.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -14,6 +15,9 @@ import time
 import uvicorn
 
 from ..errors import UsageError
+
+# How the parent tells its worker processes (--workers) which model to serve.
+WORKER_MODEL_VARIABLE = "MNIST_DIGITS_SERVE_MODEL"
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -58,11 +62,44 @@ def use_one_thread_per_model_call() -> None:
         pass
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Serve the page and API for `model` (run folder or model file) until Ctrl-C."""
+def default_workers() -> int:
+    """One worker process per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_app():
+    """The app of one --workers process: it loads the model the parent named."""
     from ..predict import Predictor
     from .app import create_app
 
+    use_one_thread_per_model_call()
+    return create_app(Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE]))
+
+
+def run_workers(model, sock: socket.socket, workers: int, access_log: bool) -> None:
+    """Serve from `workers` processes accepting on the one socket: preparing a drawing is
+    Python holding the GIL, so one process keeps about one core busy however many threads
+    it has. uvicorn's supervisor spawns them and replaces any that die."""
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[WORKER_MODEL_VARIABLE] = os.path.abspath(model)
+    config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
+                            access_log=access_log, timeout_graceful_shutdown=5,
+                            # Loading TensorFlow on a busy machine can keep a new worker
+                            # from answering the supervisor's pings for several seconds.
+                            timeout_worker_healthcheck=60)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
+          workers: int = 1) -> None:
+    """Serve the page and API for `model` (run folder or model file) until Ctrl-C,
+    from `workers` processes."""
+    from ..predict import Predictor
+    from .app import create_app
+
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1 (got {workers})")
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     use_one_thread_per_model_call()
     try:
@@ -71,13 +108,17 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
         sock.close()
         raise
     sock.listen(2048)  # from here connections wait for uvicorn instead of being refused
-    print(f"Serving {predictor.classifier.name} at {url_of(sock)}/ (API docs at /docs); Ctrl-C stops.",
-          flush=True)
+    processes = f" from {workers} worker processes" if workers > 1 else ""
+    print(f"Serving {predictor.classifier.name} at {url_of(sock)}/{processes} (API docs at /docs); "
+          "Ctrl-C stops.", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
     try:
-        make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
+        if workers > 1:
+            run_workers(model, sock, workers, access_log)
+        else:
+            make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
     print("Stopped.", flush=True)
