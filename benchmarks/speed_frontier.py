@@ -16,6 +16,10 @@ docs/images/speed-frontier.png: test error (log) against whole-process seconds (
     .venv/bin/python benchmarks/speed_frontier.py                       # everything, 3 seeds
     .venv/bin/python benchmarks/speed_frontier.py --models quickstart mlp cnn-fast
     .venv/bin/python benchmarks/speed_frontier.py --quick               # does it work? (~3 min)
+    .venv/bin/python benchmarks/speed_frontier.py --replot results.json # table and figure again
+
+Each trial's result is saved as it comes (--save, default speed-frontier.json in the current
+folder), so an interrupted run keeps what it measured.
 
 Times are only comparable within one run: the trials alternate so that a busy machine
 slows every model alike.
@@ -167,6 +171,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 1 epoch (the quickstart keeps its 5): checks the script, not the models")
     parser.add_argument("--figure", type=Path, default=FIGURE, help=f"where to draw (default: {FIGURE})")
+    parser.add_argument("--save", type=Path, default=Path("speed-frontier.json"),
+                        help="the results so far, after each trial (default: speed-frontier.json)")
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="measure nothing: the table and figure from results saved by --save")
     parser.add_argument("--one", choices=BASELINES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
@@ -174,18 +182,26 @@ def main() -> None:
     if args.one:  # a child process: one baseline trial
         print(json.dumps(baseline_trial(args.one, args.seed, args.epochs)))
         return
-    seeds, epochs = (1, 1) if args.quick else (args.seeds, None)
-    header = (f"Measured {date.today().isoformat()} on {machine()}; whole processes, {seeds} seed(s), "
-              "alternating" + (" -- QUICK RUN (1 epoch): not the models' real accuracy" if args.quick else ""))
-    results: dict[str, list[dict]] = {name: [] for name in args.models}
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in range(seeds):
-            # Each seed in another order, so no model always runs first (or after the same one).
-            order = args.models[seed % len(args.models):] + args.models[:seed % len(args.models)]
-            for name in order:
-                result = trial(name, seed, epochs if name != QUICKSTART else None, Path(folder))
-                results[name].append(result)
-                print(f"{name} seed {seed}: {result['accuracy']:.2%} in {result['seconds']:.1f} s", flush=True)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        results, header, seeds = saved["results"], saved["header"], saved["seeds"]
+    else:
+        seeds, epochs = (1, 1) if args.quick else (args.seeds, None)
+        header = (f"Measured {date.today().isoformat()} on {machine()}; whole processes, {seeds} seed(s), "
+                  "alternating" + (" -- QUICK RUN (1 epoch): not the models' real accuracy" if args.quick else ""))
+        results: dict[str, list[dict]] = {name: [] for name in args.models}
+        with tempfile.TemporaryDirectory() as folder:
+            for seed in range(seeds):
+                # Each seed in another order, so no model always runs first (or after the same one).
+                order = args.models[seed % len(args.models):] + args.models[:seed % len(args.models)]
+                for name in order:
+                    result = trial(name, seed, epochs if name != QUICKSTART else None, Path(folder))
+                    results[name].append(result)
+                    print(f"{name} seed {seed}: {result['accuracy']:.2%} in {result['seconds']:.1f} s", flush=True)
+                    args.save.write_text(json.dumps({"header": header, "seeds": seeds, "results": results}))
+    # Only models with every seed measured: the ratios pair trials by seed.
+    complete = len(results.get(QUICKSTART) or next(iter(results.values())))
+    results = {name: trials[:complete] for name, trials in results.items() if trials}
     print()
     print(table(results, header))
     print()

@@ -59,8 +59,13 @@ RECIPES: dict[str, Recipe] = {
     # half its 15 epochs: 99.40% vs 99.23% in 0.58x its time (benchmarks/model_table.py).
     "cnn-small": Recipe(epochs=8, batch_size=128, learning_rate=2e-3,
                         rotation_degrees=8.0, zoom=0.08, shift_pixels=1.5),
-    "cnn-fast": Recipe(epochs=2, batch_size=256, learning_rate=3e-3, warmup_epochs=0.3,
-                       steps_per_execution=8),
+    # Few epochs at a high rate: a one-cycle to 8e-3 (0.3 warm-up epochs, then cosine to
+    # zero) at batch 256, Adam with beta_1 0.8. Test accuracy, seed 0 unless said, 2 cores:
+    # 1 epoch at 3e-3: 98.28%; at 8e-3 with beta_1 0.8: 98.89% (batch 128 at 4e-3: 98.94%,
+    # in more steps); 2 epochs at 3e-3: 98.88%; at 6e-3: 99.12%; at 8e-3 with beta_1 0.8:
+    # CNN_FAST_RESULT. No augmentation or dropout: in two epochs it does not overfit.
+    "cnn-fast": Recipe(epochs=2, batch_size=256, learning_rate=8e-3, warmup_epochs=0.3,
+                       beta_1=0.8, steps_per_execution=8),
     # One-cycle (1 warm-up epoch, then cosine to zero), label smoothing and affine
     # augmentation for the batch-norm net. 18 epochs: 99.67% +- 0.02 test accuracy over
     # 5 seeds (10 epochs: 99.59% +- 0.08) in 13.7 min on 2 cores, inside a 15-minute budget.
