@@ -96,8 +96,8 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def table(results: dict[str, list[dict]], header: str) -> str:
     quickstart = results.get(QUICKSTART)
     lines = [header, "",
-             "| model | whole process, s | test accuracy | seconds vs quickstart (paired by seed) |",
-             "|---|---:|---:|---:|"]
+             "| model | seeds | whole process, s | test accuracy | seconds vs quickstart (paired by seed) |",
+             "|---|---:|---:|---:|---:|"]
     for name, trials in results.items():
         seconds, seconds_sd = mean_sd([t["seconds"] for t in trials])
         accuracy, accuracy_sd = mean_sd([t["accuracy"] for t in trials])
@@ -107,7 +107,7 @@ def table(results: dict[str, list[dict]], header: str) -> str:
             ratio_mean, ratio_sd = mean_sd(ratios)
             ratio = f"{ratio_mean:.2f} ± {ratio_sd:.2f}"
         label = f"{name} (baseline)" if name in BASELINES else f"`{name}`"
-        lines.append(f"| {label} | {seconds:.1f} ± {seconds_sd:.1f} | "
+        lines.append(f"| {label} | {len(trials)} | {seconds:.1f} ± {seconds_sd:.1f} | "
                      f"{accuracy:.2%} ± {100 * accuracy_sd:.2f} | {ratio} |")
     return "\n".join(lines)
 
@@ -128,6 +128,7 @@ def draw(results: dict[str, list[dict]], target: Path, title: str) -> None:
     """Test error (log) against whole-process seconds (log): each model at its mean, with
     bars spanning its seeds' lowest to highest; baselines as open squares."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     from mnist_digits.runs import atomic_path
 
@@ -146,6 +147,10 @@ def draw(results: dict[str, list[dict]], target: Path, title: str) -> None:
                       textcoords="offset points", fontsize=9)
     axes.set_xscale("log")
     axes.set_yscale("log")
+    # Plain numbers on the log axes: 1, 2, 3, 5 of each decade.
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "235" else ""))
     axes.set_xlabel("whole process, seconds (import to report; log scale)")
     axes.set_ylabel("test error, % (log scale)")
     axes.grid(alpha=0.3, which="both")
