@@ -65,7 +65,7 @@ RECIPES: dict[str, Recipe] = {
     # zero) at batch 256, Adam with beta_1 0.8. Test accuracy, seed 0 unless said, 2 cores:
     # 1 epoch at 3e-3: 98.28%; at 8e-3 with beta_1 0.8: 98.89% (batch 128 at 4e-3: 98.94%,
     # in more steps); 2 epochs at 3e-3: 98.88%; at 6e-3: 99.12%; at 8e-3 with beta_1 0.8:
-    # CNN_FAST_RESULT. No augmentation or dropout: in two epochs it does not overfit.
+    # 99.30%; seeds 0-2 as whole `train` runs: 99.25% +- 0.04. No augmentation or dropout: in two epochs it does not overfit.
     "cnn-fast": Recipe(epochs=2, batch_size=256, learning_rate=8e-3, warmup_epochs=0.3,
                        beta_1=0.8, steps_per_execution=8),
     # One-cycle (1 warm-up epoch, then cosine to zero), label smoothing and affine
