@@ -59,9 +59,9 @@ def baseline_trial(name: str, seed: int, epochs: int | None) -> dict:
     from model_table import train_keras_example
 
     from mnist_digits.data import load_mnist, to_model_input
-    from mnist_digits.runs import KerasClassifier
+    from mnist_digits.classifiers import KerasClassifier
 
-    data = load_mnist(progress=False)
+    data = load_mnist()
     model, _, _ = train_keras_example(data, seed, epochs)
     probabilities = KerasClassifier(model, name).predict_proba(to_model_input(data.x_test))
     return {"accuracy": float(np.mean(probabilities.argmax(axis=1) == data.y_test))}

@@ -6,18 +6,15 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from concurrent.futures import ThreadPoolExecutor
-
 from . import figures, report, runs
+from .classifiers import KerasClassifier, load_classifier
 from .data import Mnist
 from .evaluation import Evaluation, evaluate
 from .timings import Timings
-
-FIGURES = ("training_history", "confusion_matrix", "misclassified")
-
 
 def library_versions() -> dict:
     import keras
@@ -29,6 +26,21 @@ def library_versions() -> dict:
             "platform": platform.platform()}
 
 
+def run_config(model_name: str, data: Mnist, model, **details) -> dict:
+    """config.json of a run: the model and `details` (seed, recipe, members...), then what
+    every run records: the command, when, the data it saw, library versions, parameters."""
+    return {
+        "model": model_name,
+        **details,
+        "command": " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"source": str(data.source), "sha256": data.checksums,
+                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+        "versions": library_versions(),
+        "parameters": int(model.count_params()),
+    }
+
+
 def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
                      history: dict | None = None, timings: Timings | None = None) -> Evaluation:
     """metrics.json, the figures and report.md for `classifier` in folder `out`.
@@ -36,24 +48,25 @@ def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
     work releases the GIL), the other two beside each other."""
     timings = timings or Timings()
     model = config.get("model", classifier.name)
+    figures_dir = out / runs.FIGURES_DIR
     with ThreadPoolExecutor(2) as pool:
-        drawing = [pool.submit(figures.training_history, history, out / "figures" / "training_history.png",
+        drawing = [pool.submit(figures.training_history, history, figures_dir / "training_history.png",
                                title=f"{model}: training history")] if history else []
         with timings.phase("evaluation"):
             result = evaluate(classifier.predict_proba, data)
             result.metrics = metrics = {"model": model, **result.metrics}
-            runs.write_json(out / "metrics.json", metrics)
+            runs.write_json(out / runs.METRICS_FILE, metrics)
         with timings.phase("figures (after evaluation)"):
             drawing += [pool.submit(figures.confusion_matrix, metrics["confusion_matrix"],
-                                    out / "figures" / "confusion_matrix.png",
+                                    figures_dir / "confusion_matrix.png",
                                     title=f"{model}: confusion matrix (test set)"),
                         pool.submit(figures.misclassified, data.x_test, data.y_test,
-                                    result.test_probabilities, out / "figures" / "misclassified.png")]
+                                    result.test_probabilities, figures_dir / "misclassified.png")]
             for done in drawing:
                 done.result()  # raises what a drawing raised
     drawn = (["training_history"] if history else []) + ["confusion_matrix", "misclassified"]
     with timings.phase("report"):
-        report.write_report(out / "report.md", metrics, config, history, drawn)
+        report.write_report(out / runs.REPORT_FILE, metrics, config, history, drawn)
     return result
 
 
@@ -69,7 +82,7 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
 
     timings = timings or Timings()
     run_dir = runs.prepare_run_dir(out or runs.default_run_dir(model_name), force)
-    tensorboard = Timed(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")), timings,
+    tensorboard = Timed(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD_DIR)), timings,
                         "tensorboard")
     started = time.perf_counter()
     result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
@@ -79,43 +92,31 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
     timings.add("fit", result.seconds - tracing - timings.seconds.get("tensorboard", 0.0))
     with timings.phase("save"):
         runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
-        runs.write_history_csv(result.history, run_dir / "history.csv")
-    config = {
-        "model": model_name,
-        "seed": seed,
-        "recipe": recipe_dict(result.recipe),
-        "arguments": arguments or {},
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(result.model.count_params()),
-        "train_seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch,
-        "interrupted": result.interrupted,
-    }
-    runs.write_json(run_dir / "config.json", config)
-    classifier = runs.KerasClassifier(result.model, model_name)
+        runs.write_history_csv(result.history, run_dir / runs.HISTORY_FILE)
+    config = run_config(model_name, data, result.model, seed=seed, recipe=recipe_dict(result.recipe),
+                        arguments=arguments or {}, train_seconds=round(result.seconds, 2),
+                        best_epoch=result.best_epoch, interrupted=result.interrupted)
+    runs.write_json(run_dir / runs.CONFIG_FILE, config)
+    classifier = KerasClassifier(result.model, model_name)
     evaluation = write_evaluation(classifier, data, run_dir, config, result.history, timings)
-    runs.write_json(run_dir / "config.json", {**config, "timings": timings.rounded()})
+    runs.write_json(run_dir / runs.CONFIG_FILE, {**config, "timings": timings.rounded()})
     return run_dir, evaluation.metrics, result.interrupted
 
 
 def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
                    force: bool = False) -> tuple[Path, dict]:
     """Evaluate a saved model (run folder, .keras, or export) into `out`."""
-    classifier = runs.load_classifier(path)
+    classifier = load_classifier(path)
     path = Path(path)
     in_place = path.is_dir() and (path / runs.MODEL_FILE).is_file()  # a run folder
     out_dir = Path(out) if out else path if in_place else path.parent / f"{path.stem}-evaluation"
     if out_dir != path:
         out_dir = runs.prepare_run_dir(out_dir, force)
     else:
-        (out_dir / "figures").mkdir(exist_ok=True)
+        (out_dir / runs.FIGURES_DIR).mkdir(exist_ok=True)
     # The classifier's own name: an export says which form it is ("mlp (tflite int8)").
     config = {**classifier.info.get("config", {}), "model": classifier.name}
-    history_file = path / "history.csv"
+    history_file = path / runs.HISTORY_FILE
     history = runs.read_history_csv(history_file) if history_file.is_file() else None
     evaluation = write_evaluation(classifier, data, out_dir, config, history)
     return out_dir, evaluation.metrics

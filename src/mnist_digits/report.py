@@ -3,7 +3,7 @@ side by side with what was measured."""
 
 from __future__ import annotations
 
-from .runs import write_text
+from .runs import FIGURES_DIR, write_text
 
 # What the original write-up said, as loosely as it said it.
 WRITE_UP_CLAIMS = {
@@ -89,7 +89,7 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
               "", _training_accuracy_note(metrics, config), ""]
     if figures:
         lines += ["## Figures", ""]
-        lines += [f"![{name}](figures/{name}.png)" for name in figures]
+        lines += [f"![{name}]({FIGURES_DIR}/{name}.png)" for name in figures]
         lines.append("")
     return "\n".join(lines)
 

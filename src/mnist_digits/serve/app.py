@@ -42,13 +42,12 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from .. import __version__, preprocess
-from ..errors import InputImageError
+from ..errors import InputImageError, NoDigitFound
+from ..predict import Answer, Failure
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 64
 STATIC_DIR = Path(__file__).parent / "static"
-# How preprocess.prepare begins its message for a readable image with nothing in it.
-NO_DIGIT = "no digit found"
 
 # The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
 # request itself so that one route takes both a form upload and a raw image body).
@@ -106,32 +105,34 @@ def image_data_url(prepared: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
 
 
-def answer_json(answer: dict, image_url: str) -> dict:
+def answer_json(answer: Answer | Failure) -> dict:
+    """The API's JSON for an answer (with the prepared image), or {"error": "<one line>"}."""
+    if isinstance(answer, Failure):
+        return {"error": answer.error}
     return {
-        "digit": answer["digit"],
-        "confidence": answer["confidence"],
-        "probabilities": answer["probabilities"],
-        "unsure": answer["unsure"],
-        "image": image_url,
+        "digit": answer.digit,
+        "confidence": answer.confidence,
+        "probabilities": answer.probabilities,
+        "unsure": answer.unsure,
+        "image": image_data_url(answer.prepared),
     }
 
 
 def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit
-    (preprocess says "no digit found ..."), 400 for anything unreadable."""
+    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit,
+    400 for anything unreadable."""
     try:
         answer = predictor.predict_image(data)
+    except NoDigitFound as error:
+        raise HTTPException(422, str(error)) from None
     except InputImageError as error:
-        message = str(error)
-        raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
-    return answer_json(answer, image_data_url(answer["prepared"]))
+        raise HTTPException(400, str(error)) from None
+    return answer_json(answer)
 
 
 def read_digits(predictor, items: list[bytes]) -> list[dict]:
     """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all."""
-    return [{"error": answer["error"]} if "error" in answer
-            else answer_json(answer, image_data_url(answer["prepared"]))
-            for answer in predictor.predict_images(items)]
+    return [answer_json(answer) for answer in predictor.predict_images(items)]
 
 
 def media_type(request: Request) -> str:
@@ -164,14 +165,10 @@ async def read_batch_images(request: Request) -> list[bytes]:
 
 def model_summary(predictor) -> dict:
     classifier = predictor.classifier
-    info = getattr(classifier, "info", {})
-    parameters = info.get("config", {}).get("parameters")
-    if parameters is None and hasattr(classifier, "parameter_count"):
-        parameters = classifier.parameter_count
     return {
         "name": classifier.name,
-        "parameters": parameters,
-        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "parameters": classifier.parameter_count,
+        "test_accuracy": classifier.info.get("test", {}).get("accuracy"),
         "calibration_temperature": predictor.temperature,
         "unsure_below": predictor.unsure_below,
     }
