@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_digits.serve.server import default_workers
+from mnist_digits.predict import usable_cpus
 
 try:
     import aiohttp  # a light client: httpx spends ~2 ms of CPU per request, aiohttp ~0.15
@@ -59,7 +59,7 @@ def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
     return pngs
 
 
-def start_server(model: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet",
                "--workers", str(workers)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -164,9 +164,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per scenario (default: 10)")
     parser.add_argument("--max-requests", type=int, default=20000, help="cap per scenario (default: 20000)")
     parser.add_argument("--scenarios", default="health,canvas,upload", help="comma-separated")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, default_workers()],
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()],
                         help="server processes, one server each in turn (default: 1, the baseline, "
-                             f"then {default_workers()}: one per core)")
+                             f"then {usable_cpus()}: one per core)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
         parser.error("--clients must be 1-256 and --seconds 0-120")

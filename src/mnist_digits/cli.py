@@ -195,11 +195,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from .predict import usable_cpus
     from .serve import serve
-    from .serve.server import default_workers
 
     serve(args.model, host=args.host, port=args.port, access_log=not args.quiet,
-          workers=default_workers() if args.workers is None else args.workers)
+          allow_hosts=tuple(args.allow_host),
+          workers=usable_cpus() if args.workers is None else args.workers)
     return 0
 
 
@@ -320,6 +321,9 @@ def _serve_parser(commands) -> None:
                             "0.0.0.0 opens it to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no log line per request")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests for this Host name (repeatable; default: loopback "
+                            "names and --host only, which stops DNS rebinding)")
     serve.add_argument("--workers", type=int, metavar="N",
                        help="server processes, each with its own copy of the model "
                             "(default: one per core available)")
@@ -377,10 +381,10 @@ def _positive(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
-    # (not for TFLite), while its worker processes already prepare the images.
-    # `train` imports it beside reading the data.
-    if args.handler not in (cmd_data, cmd_predict, cmd_train):
+    # `data` needs TensorFlow only to download; `predict` and `serve` load it with a Keras
+    # model only (not for TFLite: a server ~600 MiB smaller), `predict` while its worker
+    # processes already prepare the images; `train` imports it beside reading the data.
+    if args.handler not in (cmd_data, cmd_predict, cmd_serve, cmd_train):
         import_tensorflow_quietly()
     try:
         _positive(args)

@@ -8,7 +8,8 @@
         ...                                        # a server in a background thread
 """
 
-from .app import MAX_BATCH, MAX_BODY_BYTES, create_app
+from .app import MAX_BATCH, create_app
+from .limits import MAX_BODY_BYTES
 from .server import running, serve
 
 __all__ = ["create_app", "serve", "running", "MAX_BODY_BYTES", "MAX_BATCH"]

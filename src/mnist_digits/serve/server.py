@@ -7,17 +7,34 @@ background thread, for tests and notebooks.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
 import time
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import UsageError
+from .app import LOOPBACK_HOSTS
 
-# How the parent tells its worker processes (--workers) which model to serve.
+# A request's line and headers must have arrived this many seconds after the connection
+# opened (or after the previous answer on a kept-alive one): half-sent requests would
+# otherwise hold connections forever, and enough of them starve everyone else.
+HEADER_SECONDS = 10
+# Idle kept-alive connections are closed after this many seconds.
+KEEP_ALIVE_SECONDS = 5
+# At most this many open connections; more are answered 503 by uvicorn.
+MAX_CONNECTIONS = 512
+# A request line with its headers of at most this many bytes (h11's default, said here).
+MAX_HEADER_BYTES = 16 * 1024
+
+# How the parent tells its worker processes (--workers) what to serve: the model, and the
+# Host names to answer (a JSON list).
 WORKER_MODEL_VARIABLE = "MNIST_DIGITS_SERVE_MODEL"
+WORKER_HOSTS_VARIABLE = "MNIST_DIGITS_SERVE_HOSTS"
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -44,27 +61,62 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers take more than
+    HEADER_SECONDS to arrive (uvicorn times out idle connections, not half-sent requests)."""
+
+    header_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._start_header_timer()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE and self.header_timer is not None:
+            self.header_timer.cancel()  # the headers are in: the body has its own limit (limits.py)
+            self.header_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+        self.header_timer = self.loop.call_later(HEADER_SECONDS, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self.header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(app, access_log: bool = True, log_level: str = "info", **options) -> uvicorn.Config:
+    """uvicorn's settings for one server process (limits are per process)."""
+    return uvicorn.Config(
+        app, access_log=access_log, log_level=log_level, timeout_graceful_shutdown=5,
+        http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS, **options)
+
+
 def make_server(app, access_log: bool = True, log_level: str = "info") -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, access_log=access_log, log_level=log_level,
-                                         timeout_graceful_shutdown=5))
+    return uvicorn.Server(server_config(app, access_log, log_level))
 
 
 def use_one_thread_per_model_call() -> None:
     """Concurrent requests are the server's parallelism: TensorFlow's own worker threads
     would spin on the cores that decoding and preparing the next requests need (measured:
-    a one-image call costs 0.36 ms of CPU on one thread, 0.46 ms with the default pools)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already ran something in this process: keep its pools
-        pass
-
-
-def default_workers() -> int:
-    """One worker process per core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    a one-image call costs 0.36 ms of CPU on one thread, 0.46 ms with the default pools).
+    Said through TensorFlow's environment variables, not its API, so that serving a TFLite
+    export never imports TensorFlow (about 600 MiB of memory)."""
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def worker_app():
@@ -73,28 +125,30 @@ def worker_app():
     from .app import create_app
 
     use_one_thread_per_model_call()
-    return create_app(Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE]))
+    return create_app(Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE]),
+                      allowed_hosts=json.loads(os.environ[WORKER_HOSTS_VARIABLE]))
 
 
-def run_workers(model, sock: socket.socket, workers: int, access_log: bool) -> None:
+def run_workers(model, sock: socket.socket, workers: int, access_log: bool, hosts: list[str]) -> None:
     """Serve from `workers` processes accepting on the one socket: preparing a drawing is
     Python holding the GIL, so one process keeps about one core busy however many threads
     it has. uvicorn's supervisor spawns them and replaces any that die."""
     from uvicorn.supervisors import Multiprocess
 
     os.environ[WORKER_MODEL_VARIABLE] = os.path.abspath(model)
-    config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=workers,
-                            access_log=access_log, timeout_graceful_shutdown=5,
-                            # Loading TensorFlow on a busy machine can keep a new worker
-                            # from answering the supervisor's pings for several seconds.
-                            timeout_worker_healthcheck=60)
+    os.environ[WORKER_HOSTS_VARIABLE] = json.dumps(hosts)
+    # Loading TensorFlow on a busy machine can keep a new worker from answering the
+    # supervisor's pings for several seconds.
+    config = server_config(f"{__name__}:worker_app", access_log, factory=True, workers=workers,
+                           timeout_worker_healthcheck=60)
     Multiprocess(config, sockets=[sock]).run()
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-          workers: int = 1) -> None:
-    """Serve the page and API for `model` (run folder or model file) until Ctrl-C,
-    from `workers` processes."""
+          allow_hosts: tuple[str, ...] = (), workers: int = 1) -> None:
+    """Serve the page and API for `model` (run folder or model file) until Ctrl-C, from
+    `workers` processes, to requests whose Host is a loopback name, `host` itself or one
+    of `allow_hosts`."""
     from ..predict import Predictor
     from .app import create_app
 
@@ -115,13 +169,22 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
     try:
+        hosts = allowed_hosts(host, allow_hosts)
         if workers > 1:
-            run_workers(model, sock, workers, access_log)
+            run_workers(model, sock, workers, access_log, hosts)
         else:
-            make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
+            make_server(create_app(predictor, allowed_hosts=hosts), access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
     print("Stopped.", flush=True)
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The Host names to answer: loopback ones, the address served on (unless it is every
+    address), and the extra ones, IPv6 addresses in brackets as they appear in Host."""
+    names = [*LOOPBACK_HOSTS, *([] if host in ("0.0.0.0", "::", "") else [host]), *extra]
+    return list(dict.fromkeys(f"[{name}]" if ":" in name and not name.startswith("[") else name.lower()
+                              for name in names))
 
 
 @contextlib.contextmanager
