@@ -8,6 +8,7 @@ inputs failed); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -194,6 +195,63 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_read(args) -> int:
+    import json
+
+    # Not at start-up: preparing images needs SciPy, which takes most of a second to import.
+    from .predict import Predictor, collect_inputs, prepared_png_name
+    from .read import annotated_png, number_line, read_inputs
+    from .runs import write_bytes
+
+    if not 0.0 <= args.unsure_below <= 1.0:
+        raise UsageError(f"--unsure-below must be between 0 and 1 (got {args.unsure_below})")
+    if args.save_annotated and os.path.exists(args.save_annotated) and not os.path.isdir(args.save_annotated):
+        raise UsageError(f"--save-annotated {args.save_annotated} exists and is not a folder")
+    inputs = list(collect_inputs(args.inputs))
+    predictor = Predictor.from_path(args.model, unsure_below=args.unsure_below)
+    used_names: set[str] = set()
+    failed = 0
+    with _progress(len(inputs), "image") as show:
+        for name, source, result in read_inputs(predictor, inputs):
+            failed += isinstance(result, str)
+            if isinstance(result, str):
+                show(json.dumps({"file": name, "error": result}) if args.json
+                     else f"{PROG}: error: {name}: {result}", error=not args.json)
+                continue
+            if args.save_annotated:
+                write_bytes(os.path.join(args.save_annotated, prepared_png_name(name, used_names)),
+                            annotated_png(source, result))
+            show(json.dumps({"file": name, **result.record()}) if args.json else number_line(name, result))
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _progress(total: int, unit: str):
+    """A `show(line, error=False)` that prints around a progress bar (stderr, above 1,000
+    inputs, terminals only) advanced once per line shown."""
+    bar = None
+    if total > 1000:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=unit, file=sys.stderr, disable=None)
+
+    def show(line: str, error: bool = False) -> None:
+        stream = sys.stderr if error else sys.stdout
+        if bar is None:
+            print(line, file=stream)
+        else:
+            bar.write(line, file=stream)
+            bar.update()
+
+    try:
+        yield show
+    except BrokenPipeError:  # `... | head`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # nothing more to flush at exit
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_serve(args) -> int:
     from .predict import usable_cpus
     from .serve import serve
@@ -310,10 +368,31 @@ def _predict_parser(commands) -> None:
     predict.set_defaults(handler=cmd_predict)
 
 
+def _read_parser(commands) -> None:
+    read = commands.add_parser(
+        "read", help="read whole numbers: several digits in one image, line by line",
+        description="Find the digits in each image (pieces of one digit joined, touching digits "
+                    "split where the model reads the pieces most confidently), prepare each like an "
+                    "MNIST digit and print the number, left to right, one line of digits per line. "
+                    "Exit code 1 if any input failed.")
+    read.add_argument("model", metavar="MODEL", help="run folder or model file")
+    read.add_argument("inputs", metavar="INPUT", nargs="+",
+                      help="image files (png, jpg, bmp, gif, webp, tif) or folders (walked)")
+    read.add_argument("--json", action="store_true",
+                      help="one JSON object per input on stdout: file, text, digits (digit, confidence, "
+                           "alternatives, unsure, box [x0, y0, x1, y1]), unsure -- or file, error")
+    read.add_argument("--save-annotated", metavar="DIR",
+                      help="write a copy of each image with the digits' boxes and values drawn on it "
+                           "as PNG into DIR")
+    read.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, metavar="P",
+                      help=f"mark digits with calibrated confidence below P as unsure (default: {UNSURE_BELOW:g})")
+    read.set_defaults(handler=cmd_read)
+
+
 def _serve_parser(commands) -> None:
     serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on",
                                 description="Serve a page at / to draw a digit on (or upload a photo) "
-                                            "and an HTTP API: POST /api/predict, POST /api/predict/batch, "
+                                            "and an HTTP API: POST /api/predict, POST /api/predict/batch, POST /api/read, "
                                             "GET /api/health, GET /api/model; OpenAPI docs at /docs.")
     serve.add_argument("model", metavar="MODEL", help="run folder or model file")
     serve.add_argument("--host", default="127.0.0.1",
@@ -366,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add_parser in (_data_parser, _train_parser, _evaluate_parser, _ensemble_parser, _predict_parser,
-                       _serve_parser, _export_parser):
+                       _read_parser, _serve_parser, _export_parser):
         add_parser(commands)
     return parser
 

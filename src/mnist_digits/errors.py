@@ -32,6 +32,10 @@ class NoDigitFound(InputImageError):
     """A readable image with no digit in it (a blank canvas, no contrast)."""
 
 
+class TooManyMarks(InputImageError):
+    """A readable image with far more marks than a number has (a page of text)."""
+
+
 class UsageError(MnistDigitsError):
     """Arguments that do not make sense together."""
 

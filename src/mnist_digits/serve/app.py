@@ -3,6 +3,7 @@
     GET  /                    the drawing page (static/: every asset served here, no CDN)
     POST /api/predict         one image: multipart field `file`, or a raw body with an image/* type
     POST /api/predict/batch   up to MAX_BATCH images: multipart fields `files`; one answer or error each
+    POST /api/read            a whole number: its digits, boxes and confidences (read_api.py)
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
     GET  /docs, /redoc        OpenAPI docs (assets served here too)
@@ -32,11 +33,9 @@ than the model call (0.1 to 0.4 ms); a batcher measured no faster and added a th
 
 from __future__ import annotations
 
-import base64
 import threading
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -49,7 +48,12 @@ from .. import __version__, preprocess
 from ..decode import PixelBudget
 from ..errors import InputImageError, NoDigitFound
 from ..predict import Answer, Failure, usable_cpus
+# How a request carries one image, shared with /api/read (read_api.py).
+from .bodies import IMAGE_BODY as _IMAGE_BODY
+from .bodies import PREDICT_BODY as _PREDICT_BODY
+from .bodies import image_data_url, media_type, read_single_image
 from .limits import CpuQueue, RequestLimits, SecurityHeaders
+from .read_api import read_router
 
 MAX_BATCH = 64
 # Pixels one request may have decoded in all (a batch of 64 drawings is ~5 million):
@@ -59,23 +63,10 @@ REQUEST_PIXELS = 32_000_000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC_DIR = Path(__file__).parent / "static"
 
-# The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
-# request itself so that one route takes both a form upload and a raw image body).
-_IMAGE_BODY = {"type": "string", "format": "binary"}
-_PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": _IMAGE_BODY}}},
-    "image/*": {"schema": _IMAGE_BODY},
-}}}
 _BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
         "files": {"type": "array", "items": _IMAGE_BODY, "maxItems": MAX_BATCH}}}},
 }}}
-
-
-def image_data_url(prepared: np.ndarray) -> str:
-    """The prepared 28x28 image as a PNG data URL the page can show."""
-    return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
 
 
 def answer_json(answer: Answer | Failure) -> dict:
@@ -108,24 +99,6 @@ def read_digits(predictor, items: list[bytes], budget: PixelBudget) -> list[dict
     the images decoded within `budget`."""
     prepared = preprocess.prepare_many(items, budget)
     return [answer_json(answer) for answer in predictor.answer_prepared(prepared)]
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def read_single_image(request: Request) -> bytes:
-    kind = media_type(request)
-    if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(400, "send the image as the multipart file field 'file'")
-            return await upload.read()
-    if kind.startswith("image/"):
-        return await request.body()
-    raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
-                             "'file' field, or the image itself with an image/* Content-Type")
 
 
 async def read_batch_images(request: Request) -> list[bytes]:
@@ -204,6 +177,7 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
         budget = PixelBudget(REQUEST_PIXELS, stop)
         return {"results": await cpu_work.run(request, read_digits, predictor, items, budget, stop=stop)}
 
+    app.include_router(read_router(predictor, cpu_work))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Outermost last: every answer gets the security headers, a wrong Host is refused
     # before its body is read.

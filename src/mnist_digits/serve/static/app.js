@@ -1,6 +1,8 @@
 // The drawing page: pointer events draw on the canvas (mouse, touch, pen); the drawing
 // is sent as a PNG to /api/predict while drawing (one request in flight at a time) and
 // when the stroke ends; the answer fills #prediction, #probabilities and #seen.
+// In "A number" mode the pad is three times as wide, drawings go to /api/read, and the
+// answer fills #number, #number-digits and a box per digit over the pad (#boxes).
 "use strict";
 
 const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;  // the server's limit
@@ -9,6 +11,7 @@ const PREDICT_EVERY_MS = 120;              // while drawing, at most this often
 // The drawing is sent at half the pad's size: 140 px is five times what the model sees,
 // and the server prepares it in a fraction of the time 280 px takes (a quarter, measured).
 const SEND_SIDE = 140;
+const NUMBER_WIDTH = 3;                    // the number pad is this many times as wide as tall
 
 const canvas = document.getElementById("canvas");
 const context = canvas.getContext("2d");
@@ -18,6 +21,11 @@ const prediction = document.getElementById("prediction");
 const probabilities = document.getElementById("probabilities");
 const seen = document.getElementById("seen");
 const message = document.getElementById("message");
+const modeButtons = { digit: document.getElementById("mode-digit"), number: document.getElementById("mode-number") };
+const numberSection = document.querySelector(".number-result");
+const numberText = document.getElementById("number");
+const numberDigits = document.getElementById("number-digits");
+const boxes = document.getElementById("boxes");
 
 let drawing = false;
 let hasInk = false;
@@ -27,11 +35,14 @@ let wanted = false;       // the drawing changed since that request was sent
 let lastSent = 0;
 let uploading = false;
 let generation = 0;       // bumped by Clear: answers for an older drawing are dropped
+let mode = "digit";       // or "number"
 
 // #prediction has aria-busy="true" while an answer is still to come (drawing, a request
 // on its way or waiting to be sent): for screen readers, and for automation to wait on.
 function updateBusy() {
-  prediction.setAttribute("aria-busy", String(drawing || inFlight || wanted || uploading));
+  const busy = String(drawing || inFlight || wanted || uploading);
+  prediction.setAttribute("aria-busy", busy);
+  numberText.setAttribute("aria-busy", busy);
 }
 
 // --- the bar chart: ten bars, built once --------------------------------------------
@@ -64,7 +75,7 @@ function resetCanvas() {
   context.lineCap = "round";
   context.lineJoin = "round";
   // MNIST strokes are about a tenth of the digit's height: a tenth of the pad reads well.
-  context.lineWidth = canvas.width / 14;
+  context.lineWidth = canvas.height / 14;
 }
 
 function canvasPoint(event) {
@@ -119,7 +130,7 @@ function endStroke(event) {
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
-clearButton.addEventListener("click", () => {
+function clearAll() {
   generation++;
   resetCanvas();
   hasInk = false;
@@ -127,8 +138,22 @@ clearButton.addEventListener("click", () => {
   upload.value = "";
   message.textContent = "";
   showEmpty("Draw a digit");
+  showNoNumber("Write a number");
   updateBusy();
-});
+}
+clearButton.addEventListener("click", clearAll);
+
+for (const [name, button] of Object.entries(modeButtons)) {
+  button.addEventListener("click", () => {
+    if (mode === name) return;
+    mode = name;
+    for (const [other, each] of Object.entries(modeButtons)) each.setAttribute("aria-checked", String(other === mode));
+    document.body.classList.toggle("number-mode", mode === "number");
+    numberSection.hidden = mode !== "number";
+    canvas.width = mode === "number" ? NUMBER_WIDTH * canvas.height : canvas.height;  // also clears it
+    clearAll();
+  });
+}
 
 // --- asking the server ----------------------------------------------------------------
 function requestPrediction() {
@@ -140,13 +165,14 @@ function requestPrediction() {
   lastSent = performance.now();
   const sentFor = generation;
   const small = document.createElement("canvas");
-  small.width = small.height = SEND_SIDE;
+  small.height = SEND_SIDE;
+  small.width = SEND_SIDE * canvas.width / canvas.height;
   const smallContext = small.getContext("2d");
   smallContext.imageSmoothingQuality = "high";
-  smallContext.drawImage(canvas, 0, 0, SEND_SIDE, SEND_SIDE);
+  smallContext.drawImage(canvas, 0, 0, small.width, small.height);
   small.toBlob(async (png) => {
     try {
-      await predict(png, { "Content-Type": "image/png" }, sentFor);
+      await predict(png, { "Content-Type": "image/png" }, sentFor, small);
     } finally {
       inFlight = false;
       if (wanted && generation === sentFor) requestPrediction();
@@ -156,27 +182,30 @@ function requestPrediction() {
   }, "image/png");
 }
 
-async function predict(body, headers, sentFor) {
+// `drawn`: the canvas sent (its size places the boxes), or none for a photo.
+async function predict(body, headers, sentFor, drawn) {
   let response, answer;
+  const number = mode === "number";
   try {
-    response = await fetch("/api/predict", { method: "POST", body, headers });
+    response = await fetch(number ? "/api/read" : "/api/predict", { method: "POST", body, headers });
     answer = await response.json();
   } catch (error) {
     if (generation === sentFor) showError("The server did not answer; is it still running?");
     return;
   }
   if (generation !== sentFor) return;  // cleared meanwhile
-  if (response.ok) showAnswer(answer);
+  if (response.ok) number ? showNumber(answer, drawn) : showAnswer(answer);
   else if (response.status === 422) {
     // Early in a stroke there is too little ink to read: not worth a warning yet.
-    if (drawing || wanted) showEmpty("Keep drawing…");
-    else showEmpty("No digit found", answer.error);
+    const show = number ? showNoNumber : showEmpty;
+    if (drawing || wanted) show("Keep drawing…");
+    else show(number ? "No number found" : "No digit found", answer.error);
   }
   else showError(answer.error || `The server said ${response.status}.`);
 }
 
 function showAnswer(answer) {
-  const percent = answer.confidence >= 0.999 ? ">99.9" : (answer.confidence * 100).toFixed(answer.confidence >= 0.995 ? 1 : 0);
+  const percent = percentOf(answer.confidence);
   prediction.className = answer.unsure ? "unsure" : "sure";
   prediction.innerHTML = "";
   const digit = document.createElement("span");
@@ -198,6 +227,49 @@ function showEmpty(text, detail) {
   showProbabilities(null);
   seen.removeAttribute("src");
   seen.classList.remove("shown");
+  message.textContent = detail || "";
+}
+
+function percentOf(confidence) {
+  return confidence >= 0.999 ? ">99.9" : (confidence * 100).toFixed(confidence >= 0.995 ? 1 : 0);
+}
+
+function showNumber(answer, drawn) {
+  numberText.className = answer.unsure ? "unsure" : "sure";
+  numberText.textContent = answer.text;
+  numberDigits.replaceChildren(...answer.digits.map((digit) => {
+    const item = document.createElement("li");
+    const image = document.createElement("img");
+    image.src = digit.image;
+    image.alt = `the 28 by 28 image of digit ${digit.digit}`;
+    const value = document.createElement("span");
+    value.className = digit.unsure ? "value unsure" : "value";
+    value.textContent = String(digit.digit);
+    const confidence = document.createElement("span");
+    confidence.className = "confidence";
+    confidence.textContent = `${percentOf(digit.confidence)}%${digit.unsure ? " · unsure" : ""}`;
+    item.append(image, value, confidence);
+    return item;
+  }));
+  // Boxes over the pad, in fractions of the image sent (none for a photo: it is fitted).
+  boxes.replaceChildren(...(drawn ? answer.digits : []).map((digit) => {
+    const [x0, y0, x1, y1] = digit.box;
+    const box = document.createElement("div");
+    box.className = digit.unsure ? "box unsure" : "box";
+    box.style.left = `${100 * x0 / drawn.width}%`;
+    box.style.top = `${100 * y0 / drawn.height}%`;
+    box.style.width = `${100 * (x1 - x0) / drawn.width}%`;
+    box.style.height = `${100 * (y1 - y0) / drawn.height}%`;
+    return box;
+  }));
+  message.textContent = "";
+}
+
+function showNoNumber(text, detail) {
+  numberText.className = "empty";
+  numberText.textContent = text;
+  numberDigits.replaceChildren();
+  boxes.replaceChildren();
   message.textContent = detail || "";
 }
 

@@ -1,0 +1,423 @@
+"""An image of a handwritten number -> its digits, left to right, line by line.
+
+    result = read_number("meter.jpg", predictor)   # result.text == "2026"
+
+The ink is found once, as for one digit (preprocess.find_ink). Its strong-ink marks
+(connected pieces) that belong to one digit are joined: one above the other (a 5 whose top
+stroke is apart, a 4 or 7 drawn in two strokes), or a small piece close to a bigger one (the
+dot of a broken stroke); specks are dropped. Groups of marks are sorted into lines (top to
+bottom) and left to right.
+
+A group wider than one digit may hold several that touch or overlap. It is split by
+recognition: candidate cuts are where its ink is thin (minima of the column ink profile) or
+where its outline dips between two digits (valleys of its top and bottom contours); every
+piece between two cuts is prepared like an MNIST digit (preprocess.prepare_piece) and all
+pieces of the image are read in one batched model call; dynamic programming then keeps the
+cuts whose pieces the model reads most confidently, with a penalty for pieces much wider
+than a digit is.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+from scipy.signal import find_peaks
+
+from .errors import InputImageError, NoDigitFound, TooManyMarks
+from .predict import Predictor
+from .decode import load_image
+from .preprocess import _array_to_gray, find_ink, prepare_piece
+
+# A number has at most this many marks to read (digits, pieces of digits); a photo of a
+# page of text has hundreds, and gets an error instead of a long guessed string.
+MAX_MARKS = 40
+# Marks lighter than this fraction of the heaviest are left out (a "1" beside three touching
+# digits weighs about a tenth of them, so predict's 10% would lose it).
+SPECK_FRACTION = 0.02
+# Groups smaller than this fraction of the line's digit height, both ways, are specks.
+SPECK_SIZE = 0.25
+# Sizes below are in "digit heights": the median height of the marks at least half as
+# tall as the tallest. Two marks are one digit only if together they are at most TALLEST
+# digit heights tall (not two lines), and:
+#   - one is at most JOIN_GAP above the other, with their columns overlapping by
+#     JOIN_OVERLAP of the narrower one (a 4 in two strokes) or at most NEAR apart (the
+#     top stroke of a 5 or a 7); or
+#   - they are side by side, at most NEAR of the taller one apart, and one is under
+#     SHORT_MARK as tall as the other (a 4 whose bar stops short of its upright); or
+#   - the smaller is under SMALL_MARK big and within NEAR of the other (a broken stroke).
+# Joined digits that are not one are split again below.
+TALLEST = 1.6
+JOIN_GAP = 0.25
+JOIN_OVERLAP = 0.5
+SHORT_MARK = 0.75
+SMALL_MARK = 0.4
+NEAR = 0.15
+# Groups at least this wide (in line heights) are candidates for splitting.
+SPLIT_FROM = 1.0
+# A piece between two cuts is at least this wide (in line heights); at most MAX_SPAN
+# consecutive cut intervals make one piece.
+MIN_PIECE = 0.15
+MAX_SPAN = 4
+# Cuts closer than this (in line heights) are one cut.
+CUT_SPACING = 0.12
+# A split's score is the sum of its pieces' log confidence, less SPLIT_PENALTY per piece
+# (the models are confident about half digits too), less WIDE_PENALTY per line height a
+# piece is wider than WIDE. Chosen on 240 composed 4-digit numbers with cnn-small (seed 7,
+# not the benchmark's); nearby values read within 1% as many numbers right.
+SPLIT_PENALTY = 0.5
+WIDE = 0.9
+WIDE_PENALTY = 1.0
+# Number of alternatives reported per digit.
+ALTERNATIVES = 2
+
+
+@dataclass
+class DigitRead:
+    """One digit of a number: its value, calibrated confidence, the next likeliest digits
+    [(digit, probability)], whether it is unsure, its box [x0, y0, x1, y1) in the original
+    image's pixels, its line (0 = top), and the 28x28 image the model saw."""
+
+    digit: int
+    confidence: float
+    alternatives: list[tuple[int, float]]
+    unsure: bool
+    box: tuple[int, int, int, int]
+    line: int
+    prepared: np.ndarray = field(repr=False)
+
+    def record(self) -> dict:
+        return {"digit": self.digit, "confidence": round(self.confidence, 6),
+                "alternatives": [{"digit": d, "confidence": round(p, 6)} for d, p in self.alternatives],
+                "unsure": self.unsure, "box": list(self.box)}
+
+
+@dataclass
+class NumberRead:
+    """The number read from an image: `text` (one line per line of digits) and its digits."""
+
+    text: str
+    digits: list[DigitRead]
+
+    @property
+    def unsure(self) -> bool:
+        return any(digit.unsure for digit in self.digits)
+
+    def record(self) -> dict:
+        return {"text": self.text, "digits": [digit.record() for digit in self.digits],
+                "unsure": self.unsure}
+
+
+@dataclass
+class _Box:
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    def union(self, other: "_Box") -> "_Box":
+        return _Box(min(self.y0, other.y0), max(self.y1, other.y1),
+                    min(self.x0, other.x0), max(self.x1, other.x1))
+
+
+def _belong_together(a: _Box, b: _Box, digit_height: float) -> bool:
+    """Two marks of one digit (see TALLEST for the rules)."""
+    if a.union(b).height > TALLEST * digit_height:
+        return False
+    column_overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
+    row_gap = max(a.y0, b.y0) - min(a.y1, b.y1)
+    near = NEAR * digit_height
+    taller = max(a.height, b.height)
+    if row_gap <= JOIN_GAP * digit_height and (column_overlap >= JOIN_OVERLAP * min(a.width, b.width)
+                                               or (row_gap >= 0 and column_overlap >= -near)):
+        return True
+    if row_gap < 0 and column_overlap >= -NEAR * taller and min(a.height, b.height) < SHORT_MARK * taller:
+        return True
+    small = min(max(a.height, a.width), max(b.height, b.width)) < SMALL_MARK * digit_height
+    return small and max(row_gap, -column_overlap) <= near
+
+
+def _group_marks(boxes: list[_Box]) -> list[list[int]]:
+    """Indices of the marks of each digit group (joined transitively)."""
+    heights = np.array([box.height for box in boxes])
+    digit_height = float(np.median(heights[heights >= heights.max() / 2]))
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if _belong_together(boxes[i], boxes[j], digit_height):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _lines(boxes: list[_Box]) -> list[list[int]]:
+    """Group indices per line, top to bottom, each left to right: a group is on a line when
+    at least half of its rows are within the rows the line's groups span."""
+    lines: list[tuple[_Box, list[int]]] = []
+    for index in sorted(range(len(boxes)), key=lambda i: boxes[i].y0 + boxes[i].y1):
+        box = boxes[index]
+        for number, (span, members) in enumerate(lines):
+            if min(span.y1, box.y1) - max(span.y0, box.y0) >= box.height / 2:
+                members.append(index)
+                lines[number] = (span.union(box), members)
+                break
+        else:
+            lines.append((box, [index]))
+    lines.sort(key=lambda line: line[0].y0)
+    return [sorted(members, key=lambda i: boxes[i].x0 + boxes[i].x1) for _, members in lines]
+
+
+def _cuts(mask: np.ndarray, height: float) -> list[int]:
+    """Candidate cut columns inside a group's strong-ink mask: minima of the column ink
+    profile and valleys of the top and bottom contours, away from the ends, merged when close."""
+    width = mask.shape[1]
+    inked = mask.any(axis=0)
+    profile = mask.sum(axis=0).astype(float)
+    rows = np.arange(mask.shape[0])[:, None]
+    top = np.where(inked, np.where(mask, rows, mask.shape[0]).min(axis=0), mask.shape[0])
+    bottom = np.where(inked, np.where(mask, rows, -1).max(axis=0), -1)
+    smooth = np.array([1.0, 2.0, 1.0]) / 4
+    found: list[int] = []
+    for signal in (-profile, top.astype(float), -bottom.astype(float)):
+        signal = np.convolve(np.pad(signal, 1, mode="edge"), smooth, mode="valid")
+        peaks, _ = find_peaks(signal, prominence=0.05 * height)
+        found.extend(int(peak) for peak in peaks)
+    margin = MIN_PIECE * height
+    cuts: list[int] = []
+    for cut in sorted(c for c in found if margin <= c <= width - margin):
+        if cuts and cut - cuts[-1] < CUT_SPACING * height:
+            continue
+        cuts.append(cut)
+    return cuts
+
+
+@dataclass
+class _Piece:
+    group: int
+    start: int   # index into the group's cut positions
+    end: int
+    box: _Box    # strong ink, in working pixels
+    prepared: np.ndarray
+
+
+def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float) -> list[_Piece]:
+    """Every candidate digit of one group: the whole group, and when it is wide, each span
+    between two candidate cuts, prepared like an MNIST digit."""
+    if box.width < SPLIT_FROM * height:
+        positions = [0, box.width]
+    else:
+        positions = [0, *_cuts(group_mask, height), box.width]
+    # The piece's faint edge comes along, but not a neighbouring group's ink.
+    reach = 2 * (1 + int(max(box.height, box.width)) // 20)
+    near_ink = ndimage.binary_dilation(np.pad(group_mask, reach), iterations=reach)
+    padded_flat = np.pad(flat, reach)[box.y0:box.y1 + 2 * reach, box.x0:box.x1 + 2 * reach] * near_ink
+    pieces = []
+    for start in range(len(positions) - 1):
+        for end in range(start + 1, min(start + 1 + MAX_SPAN, len(positions))):
+            left, right = positions[start], positions[end]
+            whole = start == 0 and end == len(positions) - 1
+            if right - left < MIN_PIECE * height and not whole:
+                continue
+            mask = np.zeros_like(near_ink)
+            mask[reach:-reach, reach + left:reach + right] = group_mask[:, left:right]
+            if not mask.any():
+                continue
+            # A cut side keeps no faint edge beyond the cut.
+            flat = padded_flat.copy()
+            if start > 0:
+                flat[:, :reach + left] = 0.0
+            if end < len(positions) - 1:
+                flat[:, reach + right:] = 0.0
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
+            strong_box = _Box(box.y0 + rows[0] - reach, box.y0 + rows[-1] + 1 - reach,
+                              box.x0 + cols[0] - reach, box.x0 + cols[-1] + 1 - reach)
+            try:
+                prepared = prepare_piece(flat, mask)
+            except NoDigitFound:  # nothing left at 20 px: not a digit
+                continue
+            pieces.append(_Piece(group, start, end, strong_box, prepared))
+    return pieces
+
+
+def _best_split(pieces: list[_Piece], scores: np.ndarray, height: float) -> list[int]:
+    """Indices of the pieces that tile the group best: the highest sum of log confidence
+    (minus the width penalty), by dynamic programming over the cut positions."""
+    ends = max(piece.end for piece in pieces)
+    best = [0.0] + [-math.inf] * ends
+    chosen: list[int | None] = [None] * (ends + 1)
+    by_end: dict[int, list[int]] = {}
+    for index, piece in enumerate(pieces):
+        by_end.setdefault(piece.end, []).append(index)
+    for end in range(1, ends + 1):
+        for index in by_end.get(end, []):
+            piece = pieces[index]
+            if best[piece.start] == -math.inf:
+                continue
+            excess = max(0.0, piece.box.width / height - WIDE)
+            score = best[piece.start] + scores[index] - WIDE_PENALTY * excess - SPLIT_PENALTY
+            if score > best[end]:
+                best[end], chosen[end] = score, index
+    path, end = [], ends
+    while end > 0:
+        index = chosen[end]
+        if index is None:  # no tiling (a cut left an empty span): the whole group
+            return [next(i for i, p in enumerate(pieces) if p.start == 0 and p.end == ends)]
+        path.append(index)
+        end = pieces[index].start
+    return path[::-1]
+
+
+def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
+    """Read the number in one image (path, bytes, PIL image or array) with `predictor`
+    (a predict.Predictor, or any loaded classifier: it is wrapped in one).
+
+    Raises InputImageError for what `prepare` refuses, NoDigitFound for an image with no
+    digits ("no digits found ...") and TooManyMarks for one with more than MAX_MARKS marks.
+    """
+    if not isinstance(predictor, Predictor):
+        predictor = Predictor(predictor)
+    unsure_below = predictor.unsure_below if unsure_below is None else unsure_below
+    try:
+        ink = find_ink(source, speck_fraction=SPECK_FRACTION)
+    except NoDigitFound as error:  # "no digit found (...)": say it of the number
+        raise NoDigitFound("no digits found" + str(error).removeprefix("no digit found")) from None
+    labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
+    if count > 3 * MAX_MARKS:
+        raise _too_many(count)
+    marks = [_Box(rows.start, rows.stop, cols.start, cols.stop) for rows, cols in ndimage.find_objects(labels)]
+    groups = _group_marks(marks)
+    boxes = []
+    for members in groups:
+        box = marks[members[0]]
+        for member in members[1:]:
+            box = box.union(marks[member])
+        boxes.append(box)
+    # Specks: groups small both ways next to the typical digit.
+    typical = float(np.median([box.height for box in boxes]))
+    kept = [i for i, box in enumerate(boxes) if max(box.height, box.width) >= SPECK_SIZE * typical]
+    groups, boxes = [groups[i] for i in kept], [boxes[i] for i in kept]
+    if len(groups) > MAX_MARKS:
+        raise _too_many(len(groups))
+    lines = _lines(boxes)
+
+    pieces: list[_Piece] = []
+    line_height: dict[int, float] = {}
+    for line in lines:
+        height = float(np.median([boxes[g].height for g in line]))
+        for g in line:
+            line_height[g] = height
+            box = boxes[g]
+            group_mask = np.isin(labels[box.y0:box.y1, box.x0:box.x1], np.array(groups[g]) + 1)
+            pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
+    if not pieces:
+        raise NoDigitFound("no digits found (no ink left after removing the background)")
+    probabilities = predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
+    scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
+
+    text_lines, digits = [], []
+    for number, line in enumerate(lines):
+        text = ""
+        for g in line:
+            indices = [i for i, piece in enumerate(pieces) if piece.group == g]
+            if not indices:
+                continue
+            for chosen in _best_split([pieces[i] for i in indices], scores[indices], line_height[g]):
+                index = indices[chosen]
+                digit = _digit_read(pieces[index], probabilities[index], ink.scale, number, unsure_below)
+                digits.append(digit)
+                text += str(digit.digit)
+        if text:
+            text_lines.append(text)
+    return NumberRead("\n".join(text_lines), digits)
+
+
+def _too_many(count: int) -> TooManyMarks:
+    return TooManyMarks(f"{count} separate marks: more than a number has (at most {MAX_MARKS}); "
+                        "crop the image to the number")
+
+
+def _digit_read(piece: _Piece, probabilities: np.ndarray, scale: float, line: int,
+                unsure_below: float) -> DigitRead:
+    ranked = np.argsort(-probabilities)
+    digit = int(ranked[0])
+    confidence = float(probabilities[digit])
+    box = piece.box
+    original = (math.floor(box.x0 * scale), math.floor(box.y0 * scale),
+                math.ceil(box.x1 * scale), math.ceil(box.y1 * scale))
+    return DigitRead(digit, confidence, [(int(d), float(probabilities[d])) for d in ranked[1:1 + ALTERNATIVES]],
+                     confidence < unsure_below, original, line, piece.prepared)
+
+
+# --- many inputs, and results as the command shows them ----------------------------------
+
+
+def read_inputs(predictor: Predictor, inputs: Iterable[tuple[str, object]]) -> Iterator[tuple[str, object, NumberRead | str]]:
+    """(name, source, result or the one-line error) for each of predict.collect_inputs' inputs."""
+    for name, source in inputs:
+        if isinstance(source, InputImageError):
+            yield name, source, str(source)
+            continue
+        try:
+            yield name, source, read_number(source, predictor)
+        except InputImageError as error:
+            yield name, source, str(error)
+
+
+def number_line(name: str, result: NumberRead) -> str:
+    """`meter.jpg: 2026  (4 digits, lowest confidence 97.1%)`; lines of digits joined by " / ",
+    unsure digits listed after."""
+    lowest = min(digit.confidence for digit in result.digits)
+    count = len(result.digits)
+    line = f"{name}: {result.text.replace(chr(10), ' / ')}  ({count} digit{'s' * (count != 1)}, " \
+           f"lowest confidence {lowest:.1%})"
+    unsure = [f"{place}: {digit.digit} {digit.confidence:.1%} or {digit.alternatives[0][0]}"
+              for place, digit in enumerate(result.digits, start=1) if digit.unsure]
+    return line + (f"  unsure digit {', '.join(unsure)}" if unsure else "")
+
+
+def annotated_png(source, result: NumberRead) -> bytes:
+    """PNG bytes of the image with each digit's box, value and confidence drawn on it
+    (red for unsure digits): to see why a number was misread."""
+    if isinstance(source, np.ndarray):
+        image = Image.fromarray(np.round(_array_to_gray(source) * 255).astype(np.uint8))
+    else:
+        image = load_image(source)
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    thickness = max(1, round(max(image.size) / 300))
+    for digit in result.digits:
+        x0, y0, x1, y1 = digit.box
+        colour = (220, 30, 30) if digit.unsure else (0, 150, 60)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=thickness)
+        # The digit above its box, the confidence below: side by side they would overlap.
+        big = ImageFont.load_default(size=max(10, (y1 - y0) // 3))
+        small = ImageFont.load_default(size=max(9, (y1 - y0) // 6))
+        draw.text(((x0 + x1) // 2, y0 - thickness), str(digit.digit), fill=colour, font=big, anchor="mb")
+        draw.text(((x0 + x1) // 2, y1 + thickness), f"{digit.confidence:.0%}", fill=colour, font=small,
+                  anchor="mt")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,46 @@
+"""How a request to the API carries one image, shared by /api/predict (app.py) and
+/api/read (read_api.py): multipart field `file`, or the image itself with an image/*
+Content-Type; and how a prepared 28x28 image goes back (a PNG data URL)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from .. import preprocess
+
+# The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
+# request itself so that one route takes both a form upload and a raw image body).
+IMAGE_BODY = {"type": "string", "format": "binary"}
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": IMAGE_BODY}}},
+    "image/*": {"schema": IMAGE_BODY},
+}}}
+
+
+def image_data_url(prepared: np.ndarray) -> str:
+    """The prepared 28x28 image as a PNG data URL the page can show."""
+    return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_single_image(request: Request) -> bytes:
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(400, "send the image as the multipart file field 'file'")
+            return await upload.read()
+    if kind.startswith("image/"):
+        return await request.body()
+    raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
+                             "'file' field, or the image itself with an image/* Content-Type")
