@@ -20,7 +20,7 @@ def command(*args):
 @pytest.fixture(scope="module")
 def two_epoch_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    result = subprocess.run(command("train", "--model", "mlp", "--epochs", "3", "--out", str(out)),
+    result = subprocess.run(command("train", "--model", "mlp", "--epochs", "3", "--out", str(out), "--verbose"),
                             capture_output=True, text=True, timeout=300)
     return out, result
 
@@ -73,6 +73,18 @@ def test_config_holds_what_repeats_the_run(two_epoch_run):
     assert len(config["data"]["sha256"]) == 4 and "tensorflow" in config["versions"]
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 4
+
+
+def test_config_and_verbose_say_where_the_seconds_went(two_epoch_run):
+    out, result = two_epoch_run
+    timings = json.loads((out / "config.json").read_text())["timings"]
+    for phase in ("startup", "data", "build", "fit", "tensorboard", "evaluation", "figures (after evaluation)"):
+        assert timings[phase] >= 0, phase
+    assert timings["fit"] > 0 and timings["evaluation"] > 0
+    # The phases follow one another: together they fit in the whole process.
+    phases = sum(value for name, value in timings.items() if name != "total")
+    assert phases <= timings["total"] + 0.1 and phases >= 0.8 * timings["total"]
+    assert "Where the seconds went:" in result.stdout and "evaluation" in result.stdout
 
 
 def test_report_puts_the_write_up_beside_the_measurements(two_epoch_run):
