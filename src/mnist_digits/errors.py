@@ -28,6 +28,10 @@ class InputImageError(MnistDigitsError):
     """An image that cannot be read or holds no digit."""
 
 
+class FeedbackStoreError(MnistDigitsError):
+    """A feedback database that cannot be opened, migrated, read or written."""
+
+
 class UsageError(MnistDigitsError):
     """Arguments that do not make sense together."""
 
