@@ -169,7 +169,8 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet)
+    serve(args.model, host=args.host, port=args.port, access_log=not args.quiet,
+          feedback_db=args.feedback_db)
     return 0
 
 
@@ -291,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "0.0.0.0 opens it to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no log line per request")
+    serve.add_argument("--feedback-db", metavar="URL",
+                       help="collect corrections from the page (Right / Wrong buttons, POST "
+                            "/api/feedback) in this store: a file name (SQLite) or "
+                            "postgresql://user@host/database")
     serve.set_defaults(handler=cmd_serve)
     # --- end serve ---
 

@@ -6,6 +6,7 @@
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
     GET  /docs, /redoc        OpenAPI docs (assets served here too)
+    POST /api/feedback, GET /api/feedback/summary   only with a feedback store (feedback_api.py)
 
 An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where "image" is the
 28x28 picture the model saw after preparation, as a PNG data URL.
@@ -116,14 +117,19 @@ def answer_json(answer: dict, image_url: str) -> dict:
     }
 
 
-def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit
+def answer_or_http_error(predictor, data: bytes) -> dict:
+    """Image bytes -> the predictor's answer; HTTPException 422 for an image with no digit
     (preprocess says "no digit found ..."), 400 for anything unreadable."""
     try:
-        answer = predictor.predict_image(data)
+        return predictor.predict_image(data)
     except InputImageError as error:
         message = str(error)
         raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
+
+
+def read_digit(predictor, data: bytes) -> dict:
+    """Image bytes -> the answer JSON (errors as answer_or_http_error)."""
+    answer = answer_or_http_error(predictor, data)
     return answer_json(answer, image_data_url(answer["prepared"]))
 
 
@@ -138,14 +144,19 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+async def read_upload(request: Request, fields: tuple[str, ...] = ()) -> tuple[bytes, dict[str, str]]:
+    """A multipart form's file field 'file' and the text `fields` that were sent."""
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "send the image as the multipart file field 'file'")
+        return await upload.read(), {name: form[name] for name in fields if isinstance(form.get(name), str)}
+
+
 async def read_single_image(request: Request) -> bytes:
     kind = media_type(request)
     if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(400, "send the image as the multipart file field 'file'")
-            return await upload.read()
+        return (await read_upload(request))[0]
     if kind.startswith("image/"):
         return await request.body()
     raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "
@@ -181,8 +192,9 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(predictor) -> FastAPI:
-    """The app serving `predictor` (a predict.Predictor: one model instance, traced call)."""
+def create_app(predictor, feedback_store=None) -> FastAPI:
+    """The app serving `predictor` (a predict.Predictor: one model instance, traced call);
+    with a feedback.FeedbackStore, also the feedback routes (feedback_api.py)."""
     # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the app,
     # not from a CDN, so the docs work offline too.
     app = FastAPIOffline(
@@ -230,6 +242,10 @@ def create_app(predictor) -> FastAPI:
         items = await read_batch_images(request)
         return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
 
+    if feedback_store is not None:
+        from .feedback_api import feedback_router
+
+        app.include_router(feedback_router(predictor, feedback_store, cpu_bound))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

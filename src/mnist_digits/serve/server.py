@@ -58,17 +58,26 @@ def use_one_thread_per_model_call() -> None:
         pass
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True) -> None:
-    """Serve the page and API for `model` (run folder or model file) until Ctrl-C."""
+def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
+          feedback_db: str | None = None) -> None:
+    """Serve the page and API for `model` (run folder or model file) until Ctrl-C; with
+    `feedback_db` (a file name or postgresql:// URL), collect corrections there."""
     from ..predict import Predictor
     from .app import create_app
 
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     use_one_thread_per_model_call()
+    store = None
     try:
+        if feedback_db:  # a store that cannot be opened or written fails now, not at a request
+            from ..feedback import open_store
+
+            store = open_store(feedback_db)
         predictor = Predictor.from_path(model)
     except BaseException:
         sock.close()
+        if store is not None:
+            store.close()
         raise
     sock.listen(2048)  # from here connections wait for uvicorn instead of being refused
     print(f"Serving {predictor.classifier.name} at {url_of(sock)}/ (API docs at /docs); Ctrl-C stops.",
@@ -76,10 +85,15 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
+    if store is not None:
+        print(f"Collecting corrections in {store.name}.", flush=True)
     try:
-        make_server(create_app(predictor), access_log=access_log).run(sockets=[sock])
+        make_server(create_app(predictor, store), access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
+    finally:
+        if store is not None:
+            store.close()
     print("Stopped.", flush=True)
 
 
