@@ -284,3 +284,37 @@ def test_the_postgresql_fixture_stops_its_server_and_deletes_its_folder(postgres
         folder = Path(url.split("host=")[1])
         assert (folder / ".s.PGSQL.5432").exists()
     assert not folder.exists()
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_the_feedback_command_counts_measures_draws_and_exports(store, store_url, mlp_run, mnist,
+                                                                 predictor, tmp_path, capsys):
+    from mnist_digits import cli
+
+    labels = mnist.y_test[:50]
+    for n, label in enumerate(labels):  # the page's model said 1 for every drawing
+        store.add(f"drawing {n}".encode(), mnist.x_test[n] / 255.0, int(label), 1, TRICKY_NAME,
+                  model_test_accuracy=0.9812)
+    figure, export = tmp_path / "confusion.png", tmp_path / "export"
+    assert cli.main(["feedback", store_url, "--model", str(mlp_run), "--figure", str(figure),
+                     "--export", str(export)]) == 0
+    out = capsys.readouterr().out
+    assert "50 drawings" in out
+    assert "per digit 0-9: " + " ".join(str(int((labels == d).sum())) for d in range(10)) in out
+    right = (labels == 1).mean()
+    assert f"model {TRICKY_NAME}: right on {right:.2%} of the 50 it answered (MNIST test: 98.12%)" in out
+    model_right = np.mean([a["digit"] for a in predictor.predict_prepared(mnist.x_test[:50] / 255.0)] == labels)
+    assert f"mlp run on the collected drawings: {model_right:.2%}" in out
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert len(idx.read_idx(export / "train-images-idx3-ubyte.gz")) + \
+        len(idx.read_idx(export / "t10k-images-idx3-ubyte.gz")) == 50
+
+
+def test_the_feedback_command_names_a_store_it_cannot_open(tmp_path, capsys):
+    from mnist_digits import cli
+
+    assert cli.main(["feedback", str(tmp_path / "nowhere" / "f.sqlite")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mnist-digits: error: feedback store") and "nowhere" in error

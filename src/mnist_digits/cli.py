@@ -194,6 +194,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from .feedback import assess, assessment_lines, export_idx, open_store
+
+    store = open_store(args.db)
+    try:
+        collected = store.collected()
+    finally:
+        store.close()
+    classifier = None
+    if args.model:
+        from .runs import load_classifier
+
+        classifier = load_classifier(args.model)
+    result = assess(collected, classifier)
+    print("\n".join(assessment_lines(result)))
+    if args.figure and result.get("assessed"):
+        from .figures import confusion_matrix
+
+        assessed = result["assessed"]
+        confusion_matrix(assessed["confusion_matrix"], args.figure,
+                         title=f"{assessed['model']}: confusion matrix (collected drawings)")
+        print(f"Confusion matrix: {args.figure}")
+    if args.export:
+        export_idx(collected, args.export)
+        print(f"Exported as IDX (held-out drawings as the t10k pair) with SHA256SUMS: {args.export}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
 
@@ -299,6 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
     # --- end serve ---
 
+    # --- feedback (issue 13) ---
+    feedback = commands.add_parser(
+        "feedback", help="what people corrected on the page: counts, accuracy, export as IDX",
+        description="Summarise a feedback store written by 'serve --feedback-db': drawings per "
+                    "digit, per model and per day, each model's accuracy on them next to its MNIST "
+                    "test accuracy; optionally a confusion-matrix figure and an IDX export.")
+    feedback.add_argument("db", metavar="DB", help="the store: a SQLite file or postgresql://... URL")
+    feedback.add_argument("--model", metavar="MODEL",
+                          help="run this model (run folder or model file) on the collected drawings")
+    feedback.add_argument("--figure", metavar="PNG",
+                          help="write the confusion matrix of the collected drawings here")
+    feedback.add_argument("--export", metavar="DIR",
+                          help="write the drawings as MNIST's four gzipped IDX files (the held-out "
+                               "20%% as the t10k pair) and SHA256SUMS, for --extra-data or any reader")
+    feedback.set_defaults(handler=cmd_feedback)
+    # --- end feedback ---
+
     # --- export (issue 6) ---
     export = commands.add_parser(
         "export", help="SavedModel for TF Serving, TFLite (float32, float16, int8)",
@@ -339,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
     # (not for TFLite), while its worker processes already prepare the images.
-    if args.handler not in (cmd_data, cmd_predict):
+    if args.handler not in (cmd_data, cmd_predict, cmd_feedback):
         import_tensorflow_quietly()
     try:
         _positive(args)

@@ -298,6 +298,59 @@ def describe(collected: Collected) -> dict:
             "per_model": per_model, "per_day": dict(sorted(days.items()))}
 
 
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> list[list[int]]:
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(labels, predicted, labels=list(range(10))).tolist()
+
+
+def assess(collected: Collected, classifier=None) -> dict:
+    """describe(), plus the answers behind a confusion matrix: those of `classifier` (a
+    loaded model, run on every collected drawing, and on the held-out ones apart) next to
+    its MNIST test accuracy -- or, without one, the stored answers of the model most
+    drawings were answered by."""
+    from .data import to_model_input
+
+    result = describe(collected)
+    if classifier is not None:
+        predicted = classifier.predict_proba(to_model_input(collected.images)).argmax(axis=1)
+        held_out = collected.held_out()
+        result["assessed"] = {
+            "model": classifier.name, "source": "run on the collected drawings",
+            "accuracy": accuracy_of(predicted, collected.labels),
+            "held_out_accuracy": accuracy_of(predicted[held_out], collected.labels[held_out]),
+            "mnist_test_accuracy": getattr(classifier, "info", {}).get("test", {}).get("accuracy"),
+            "confusion_matrix": confusion_counts(collected.labels, predicted)}
+    elif result["per_model"]:
+        model = max(result["per_model"], key=lambda name: result["per_model"][name]["answered"])
+        mine = np.array([m == model for m in collected.models]) & (collected.predicted >= 0)
+        result["assessed"] = {
+            "model": model, "source": "its answers on the page", **result["per_model"][model],
+            "confusion_matrix": confusion_counts(collected.labels[mine], collected.predicted[mine])}
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def assessment_lines(result: dict) -> list[str]:
+    """What `mnist-digits feedback` prints."""
+    lines = [f"{result['count']:,} drawings ({result['duplicates']:,} repeats not stored again; "
+             f"{result['held_out']:,} held out from training)",
+             "  per digit 0-9: " + " ".join(str(n) for n in result["per_digit"].values()),
+             "  per day: " + (", ".join(f"{day} {n}" for day, n in result["per_day"].items()) or "-")]
+    for model, row in result["per_model"].items():
+        lines.append(f"  model {model}: right on {_percent(row['accuracy'])} of the {row['answered']} "
+                     f"it answered (MNIST test: {_percent(row['mnist_test_accuracy'])})")
+    assessed = result.get("assessed")
+    if assessed and "held_out_accuracy" in assessed:
+        lines.append(f"{assessed['model']} {assessed['source']}: {_percent(assessed['accuracy'])} "
+                     f"(held-out {_percent(assessed['held_out_accuracy'])}); "
+                     f"MNIST test {_percent(assessed['mnist_test_accuracy'])}")
+    return lines
+
+
 # --- the collected set as files, and back ------------------------------------------------
 
 
