@@ -6,6 +6,7 @@ temporary folder on a unix socket by tests/postgres_server.py; never a mock).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -318,3 +319,72 @@ def test_the_feedback_command_names_a_store_it_cannot_open(tmp_path, capsys):
     assert cli.main(["feedback", str(tmp_path / "nowhere" / "f.sqlite")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("mnist-digits: error: feedback store") and "nowhere" in error
+
+
+# --- training on collected drawings ---------------------------------------------------------------
+
+
+def fill_store(url: str, images: np.ndarray, labels: np.ndarray) -> None:
+    store = open_store(url)
+    for n, (image, label) in enumerate(zip(images, labels)):
+        store.add(f"drawing {n}".encode(), image / 255.0, int(label), None, "mlp")
+    store.close()
+
+
+def test_train_with_extra_data_joins_the_drawings_and_reports_the_held_out_ones(mnist, tmp_path, capsys):
+    from mnist_digits import cli
+
+    url = str(tmp_path / "feedback.sqlite")
+    fill_store(url, mnist.x_test[:100], mnist.y_test[:100])
+    feedback.export_idx(open_store(url).collected(), tmp_path / "export")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--quiet", "--out", str(out),
+                     "--extra-data", str(tmp_path / "export")]) == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    extra = config["extra_data"]
+    assert extra["train"] + extra["held_out"] == 100 and extra["repeats"] > 1
+    assert config["data"]["train"] == len(mnist.x_train) + extra["repeats"] * extra["train"]
+    assert metrics["test"]["count"] == 10_000  # measured on MNIST only
+    assert metrics["collected"]["held_out"] == extra["held_out"]
+    assert 0.5 < metrics["collected"]["held_out_accuracy"] <= 1.0
+    assert "## Collected drawings" in (out / "report.md").read_text()
+    assert last_line.startswith(f"collected drawings held out: {metrics['collected']['held_out_accuracy']:.2%}")
+
+
+def test_finetune_reports_before_and_after(mlp_run, mnist, store_url, tmp_path, capsys):
+    from mnist_digits import cli
+
+    fill_store(store_url, mnist.x_test[:200], mnist.y_test[:200])
+    out = tmp_path / "finetuned"
+    assert cli.main(["finetune", str(mlp_run), "--extra-data", store_url, "--epochs", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    base = json.loads((mlp_run / "metrics.json").read_text())
+    collected = metrics["collected"]
+    assert collected["before"]["mnist_test_accuracy"] == base["test"]["accuracy"]
+    assert collected["mnist_test_drop_points"] == pytest.approx(
+        100 * (base["test"]["accuracy"] - metrics["test"]["accuracy"]), abs=1e-3)
+    assert f"{base['test']['accuracy']:.2%} -> {metrics['test']['accuracy']:.2%}" in last_line
+    assert json.loads((out / "config.json").read_text())["finetuned_from"] == str(mlp_run)
+    assert "| before (" in (out / "report.md").read_text()
+
+
+def test_a_fall_in_mnist_accuracy_over_the_limit_is_said_plainly(capsys):
+    from mnist_digits import cli
+    from mnist_digits.pipeline import collected_metrics
+
+    class Guess:  # a model that answers 3 to everything
+        def predict_proba(self, images):
+            return np.eye(10)[np.full(len(images), 3)]
+
+    extra = feedback.ExtraData("test", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8),
+                               np.zeros((4, 28, 28), np.uint8), np.array([3, 3, 1, 2], np.uint8))
+    before = {"run": "base", "mnist_test_accuracy": 0.9810, "held_out_accuracy": 0.25}
+    fell = collected_metrics(Guess(), extra, 0.9770, before)
+    assert fell["held_out_accuracy"] == 0.5 and fell["mnist_test_fell"]
+    cli._print_collected({"collected": fell})
+    assert "WARNING: MNIST test accuracy fell 0.40 points" in capsys.readouterr().out
+    assert not collected_metrics(Guess(), extra, 0.9785, before)["mnist_test_fell"]

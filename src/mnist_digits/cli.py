@@ -16,6 +16,9 @@ from .errors import MnistDigitsError, UsageError
 from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
+EXTRA_DATA_HELP = ("drawings collected on the page (a feedback database, or a folder written by "
+                   "'feedback --export'): 80%% join the training split, repeated so they count; "
+                   "20%%, chosen by id, are held out and reported")
 TTA_HELP = ("test-time augmentation: also average each member over the image rotated 6 degrees "
             "each way and scaled 7%% down and up (5x the inference cost)")
 
@@ -54,6 +57,9 @@ def cmd_train(args) -> int:
     if args.ensemble is not None:  # issue 5: N seeds, one model averaging their probabilities
         from .ensemble import train_ensemble
 
+        if args.extra_data:
+            raise UsageError("--extra-data trains one model: leave out --ensemble")
+
         run_dir, metrics, interrupted = train_ensemble(
             args.model, _load_data(args), args.ensemble, out=args.out, force=args.force,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, resume=args.resume,
@@ -65,12 +71,13 @@ def cmd_train(args) -> int:
         return 130 if interrupted else 0
     if args.resume or args.tta:
         raise UsageError(f"--{'resume' if args.resume else 'tta'} is for ensembles: add --ensemble N")
+    extra = _load_extra_data(args)
     data = _load_data(args)
     verbose = "auto" if sys.stdout.isatty() else 2
     run_dir, metrics, interrupted = train_run(
         args.model, data, out=args.out, force=args.force, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else verbose,
-        arguments={k: v for k, v in vars(args).items() if k != "handler"},
+        arguments={k: v for k, v in vars(args).items() if k != "handler"}, extra=extra,
     )
     if interrupted:
         print(f"Interrupted: kept the best model so far in {run_dir} "
@@ -79,7 +86,49 @@ def cmd_train(args) -> int:
     print(f"{args.model}: test accuracy {metrics['test']['accuracy']:.2%} "
           f"(hardest digit {metrics['hardest_digit']}, easiest {metrics['easiest_digit']}); "
           f"run folder {run_dir}")
+    _print_collected(metrics)
     return 0
+
+
+def _load_extra_data(args):
+    if not args.extra_data:
+        return None
+    from .feedback import load_extra
+
+    return load_extra(args.extra_data)
+
+
+def _print_collected(metrics: dict) -> None:
+    """The last line after training on collected drawings: held-out and MNIST accuracy,
+    and plainly whether MNIST accuracy fell too far."""
+    collected = metrics.get("collected")
+    if not collected:
+        return
+    held_out = collected["held_out_accuracy"]
+    line = (f"collected drawings held out: {'-' if held_out is None else f'{held_out:.2%}'} "
+            f"of {collected['held_out']}")
+    before = collected.get("before")
+    if before:
+        was = before["held_out_accuracy"]
+        line += (f" (before {'-' if was is None else f'{was:.2%}'}); MNIST test "
+                 f"{before['mnist_test_accuracy']:.2%} -> {collected['mnist_test_accuracy']:.2%}")
+        if collected["mnist_test_fell"]:
+            line += (f"; WARNING: MNIST test accuracy fell {collected['mnist_test_drop_points']:.2f} "
+                     "points, more than 0.3")
+    print(line)
+
+
+def cmd_finetune(args) -> int:
+    from .pipeline import finetune_run
+
+    extra = _load_extra_data(args)
+    run_dir, metrics, interrupted = finetune_run(
+        args.run, _load_data(args), extra, out=args.out, force=args.force, epochs=args.epochs,
+        seed=args.seed, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
+        arguments={k: v for k, v in vars(args).items() if k != "handler"})
+    print(f"{metrics['model']} fine-tuned{' (interrupted)' if interrupted else ''}: run folder {run_dir}")
+    _print_collected(metrics)
+    return 130 if interrupted else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -260,8 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "in that folder (after Ctrl-C or a crash, or to grow the ensemble) and "
                             "train only the rest")
     train.add_argument("--tta", action="store_true", help=f"with --ensemble: {TTA_HELP}")
+    train.add_argument("--extra-data", metavar="SOURCE", help=EXTRA_DATA_HELP)
     _add_data_options(train)
     train.set_defaults(handler=cmd_train)
+
+    finetune = commands.add_parser(
+        "finetune", help="a few more epochs for a trained run, with the drawings collected on the page",
+        description="Continue training a run folder's model for a few epochs at a tenth of its "
+                    "recipe's learning rate, on MNIST with the collected drawings joined, and write "
+                    "a new run folder whose report shows MNIST test and held-out collected accuracy "
+                    "before and after.")
+    finetune.add_argument("run", metavar="RUN", help="run folder written by mnist-digits train")
+    finetune.add_argument("--extra-data", metavar="SOURCE", required=True, help=EXTRA_DATA_HELP)
+    finetune.add_argument("--epochs", type=int, default=3, metavar="N", help="epochs (default: 3)")
+    finetune.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    finetune.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-finetuned-<timestamp>)")
+    finetune.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
+    finetune.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_data_options(finetune)
+    finetune.set_defaults(handler=cmd_finetune)
 
     evaluate = commands.add_parser("evaluate", help="metrics, figures and report for a saved model",
                                    description="Evaluate a run folder or model file on MNIST and write "

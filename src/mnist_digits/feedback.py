@@ -46,6 +46,10 @@ EXPORT_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 CHECKSUM_FILE = "SHA256SUMS"
+# Training on collected drawings: their share of the training split, and the most times
+# one drawing is repeated to reach it.
+EXTRA_SHARE = 0.05
+MAX_REPEATS = 50
 
 metadata = sa.MetaData()
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
@@ -382,6 +386,26 @@ class ExtraData:
     y_train: np.ndarray
     x_held_out: np.ndarray
     y_held_out: np.ndarray
+
+
+def training_repeats(mnist_count: int, extra_count: int) -> int:
+    """How many times each collected drawing joins the training split: enough that they make
+    up about EXTRA_SHARE of it (a few hundred drawings would vanish among 55,000 digits), at
+    most MAX_REPEATS (a handful of drawings must not be learnt by heart)."""
+    if not extra_count:
+        return 0
+    return int(np.clip(round(EXTRA_SHARE * mnist_count / extra_count), 1, MAX_REPEATS))
+
+
+def join_training(data, extra: ExtraData):
+    """MNIST (data.Mnist) with the collected training drawings added, repeated. Validation
+    and test stay MNIST's. Returns (joined, repeats)."""
+    from dataclasses import replace
+
+    repeats = training_repeats(len(data.x_train), len(extra.x_train))
+    joined = replace(data, x_train=np.concatenate([data.x_train, np.repeat(extra.x_train, repeats, axis=0)]),
+                     y_train=np.concatenate([data.y_train, np.repeat(extra.y_train, repeats)]))
+    return joined, repeats
 
 
 def read_export(folder: Path) -> ExtraData:

@@ -9,10 +9,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import figures, report, runs
-from .data import Mnist
+import numpy as np
+
+from .data import Mnist, to_model_input
+from .errors import UsageError
 from .evaluation import Evaluation, evaluate
 
 FIGURES = ("training_history", "confusion_matrix", "misclassified")
+# Training on collected drawings may cost this many points of MNIST test accuracy, no more,
+# before the report and the command say so.
+MAX_MNIST_DROP_POINTS = 0.3
+# Fine-tuning: a few epochs at a tenth of the recipe's learning rate, from the run's weights.
+FINETUNE_EPOCHS = 3
+FINETUNE_LEARNING_RATE_FACTOR = 0.1
 
 
 def library_versions() -> dict:
@@ -25,11 +34,35 @@ def library_versions() -> dict:
             "platform": platform.platform()}
 
 
+def held_out_accuracy(classifier, extra) -> float | None:
+    """Accuracy on the collected drawings held out from training (feedback.ExtraData)."""
+    if not len(extra.y_held_out):
+        return None
+    predicted = classifier.predict_proba(to_model_input(extra.x_held_out)).argmax(axis=1)
+    return float(np.mean(predicted == extra.y_held_out))
+
+
+def collected_metrics(classifier, extra, test_accuracy: float, before: dict | None) -> dict:
+    """metrics.json's "collected": accuracy on the held-out drawings next to MNIST test
+    accuracy, and with `before` (the base model's), how both moved."""
+    metrics = {"source": extra.source, "train": len(extra.y_train), "held_out": len(extra.y_held_out),
+               "held_out_accuracy": held_out_accuracy(classifier, extra),
+               "mnist_test_accuracy": test_accuracy}
+    if before:
+        drop = 100 * (before["mnist_test_accuracy"] - test_accuracy)
+        metrics.update(before=before, mnist_test_drop_points=round(drop, 3),
+                       mnist_test_fell=drop > MAX_MNIST_DROP_POINTS)
+    return metrics
+
+
 def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
-                     history: dict | None = None) -> Evaluation:
-    """metrics.json, the figures and report.md for `classifier` in folder `out`."""
+                     history: dict | None = None, extra=None, before: dict | None = None) -> Evaluation:
+    """metrics.json, the figures and report.md for `classifier` in folder `out`; with `extra`
+    (feedback.ExtraData), also its accuracy on the held-out collected drawings."""
     result = evaluate(classifier.predict_proba, data)
     result.metrics = metrics = {"model": config.get("model", classifier.name), **result.metrics}
+    if extra is not None:
+        metrics["collected"] = collected_metrics(classifier, extra, metrics["test"]["accuracy"], before)
     runs.write_json(out / "metrics.json", metrics)
     drawn = []
     if history:
@@ -47,15 +80,55 @@ def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
 
 def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force: bool = False,
               epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
-              verbose: int | str = "auto", arguments: dict | None = None) -> tuple[Path, dict, bool]:
-    """Train `model_name` and write its whole run folder. Returns (folder, metrics, interrupted)."""
+              verbose: int | str = "auto", arguments: dict | None = None,
+              extra=None) -> tuple[Path, dict, bool]:
+    """Train `model_name` and write its whole run folder. Returns (folder, metrics, interrupted).
+    With `extra` (feedback.ExtraData), its training drawings join the training split."""
+    from .training import recipe_for, seed_everything
+    from .models import build_model
+
+    seed_everything(seed)
+    return _fit_run(build_model(model_name), model_name, recipe_for(model_name, epochs, batch_size),
+                    data, out or runs.default_run_dir(model_name), force, seed, verbose,
+                    arguments, extra)
+
+
+def finetune_run(run: str | Path, data: Mnist, extra, out: str | Path | None = None,
+                 force: bool = False, epochs: int = FINETUNE_EPOCHS, seed: int = 0,
+                 verbose: int | str = "auto", arguments: dict | None = None) -> tuple[Path, dict, bool]:
+    """A few epochs more for a trained run, at a low learning rate, on MNIST with the
+    collected drawings joined; metrics before (the run's) and after. Returns as train_run."""
+    from dataclasses import replace
+
+    from .training import Recipe, seed_everything
+
+    base = runs.load_classifier(run)
+    base_config = base.info.get("config", {})
+    if not hasattr(base, "model") or "recipe" not in base_config:
+        raise UsageError(f"{run}: fine-tuning needs a run folder written by mnist-digits train")
+    recipe = Recipe(**base_config["recipe"])
+    recipe = replace(recipe, epochs=epochs, warmup_epochs=0.0,
+                     learning_rate=recipe.learning_rate * FINETUNE_LEARNING_RATE_FACTOR)
+    before = {"run": str(run), "mnist_test_accuracy": base.info["test"]["accuracy"],
+              "held_out_accuracy": held_out_accuracy(base, extra)}
+    seed_everything(seed)
+    model_name = base_config.get("model", base.name)
+    return _fit_run(base.model, model_name, recipe, data,
+                    out or runs.default_run_dir(f"{model_name}-finetuned"), force, seed, verbose,
+                    arguments, extra, before)
+
+
+def _fit_run(model, model_name: str, recipe, data: Mnist, out, force: bool, seed: int,
+             verbose, arguments: dict | None, extra=None, before: dict | None = None):
     import keras
 
-    from .training import recipe_dict, train
+    from .feedback import join_training
+    from .training import fit, recipe_dict
 
-    run_dir = runs.prepare_run_dir(out or runs.default_run_dir(model_name), force)
+    run_dir = runs.prepare_run_dir(out, force)
+    training_data, repeats = join_training(data, extra) if extra is not None else (data, 0)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
-    result = train(model_name, data, epochs, batch_size, seed, [tensorboard], verbose)
+    result = fit(model, training_data, recipe, seed, [tensorboard], verbose)
     runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
     runs.write_history_csv(result.history, run_dir / "history.csv")
     config = {
@@ -66,16 +139,21 @@ def train_run(model_name: str, data: Mnist, out: str | Path | None = None, force
         "command": " ".join(sys.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+                 "train": len(training_data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
         "versions": library_versions(),
         "parameters": int(result.model.count_params()),
         "train_seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch,
         "interrupted": result.interrupted,
     }
+    if extra is not None:
+        config["extra_data"] = {"source": extra.source, "train": len(extra.y_train),
+                                "held_out": len(extra.y_held_out), "repeats": repeats}
+    if before is not None:
+        config["finetuned_from"] = before["run"]
     runs.write_json(run_dir / "config.json", config)
     classifier = runs.KerasClassifier(result.model, model_name)
-    evaluation = write_evaluation(classifier, data, run_dir, config, result.history)
+    evaluation = write_evaluation(classifier, data, run_dir, config, result.history, extra, before)
     return run_dir, evaluation.metrics, result.interrupted
 
 
