@@ -340,7 +340,7 @@ def _percent(value: float | None) -> str:
 
 def assessment_lines(result: dict) -> list[str]:
     """What `mnist-digits feedback` prints."""
-    lines = [f"{result['count']:,} drawings ({result['duplicates']:,} repeats not stored again; "
+    lines = [f"{result['count']:,} drawing{'' if result['count'] == 1 else 's'} ({result['duplicates']:,} repeats not stored again; "
              f"{result['held_out']:,} held out from training)",
              "  per digit 0-9: " + " ".join(str(n) for n in result["per_digit"].values()),
              "  per day: " + (", ".join(f"{day} {n}" for day, n in result["per_day"].items()) or "-")]

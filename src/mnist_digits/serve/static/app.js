@@ -18,6 +18,10 @@ const prediction = document.getElementById("prediction");
 const probabilities = document.getElementById("probabilities");
 const seen = document.getElementById("seen");
 const message = document.getElementById("message");
+const feedback = document.getElementById("feedback");
+const rightButton = document.getElementById("right");
+const corrections = document.getElementById("corrections");
+const feedbackStatus = document.getElementById("feedback-status");
 
 let drawing = false;
 let hasInk = false;
@@ -27,6 +31,7 @@ let wanted = false;       // the drawing changed since that request was sent
 let lastSent = 0;
 let uploading = false;
 let generation = 0;       // bumped by Clear: answers for an older drawing are dropped
+let answered = null;      // {drawing, digit}: the image sent for the answer on show, for feedback
 
 // #prediction has aria-busy="true" while an answer is still to come (drawing, a request
 // on its way or waiting to be sent): for screen readers, and for automation to wait on.
@@ -166,7 +171,10 @@ async function predict(body, headers, sentFor) {
     return;
   }
   if (generation !== sentFor) return;  // cleared meanwhile
-  if (response.ok) showAnswer(answer);
+  if (response.ok) {
+    showAnswer(answer);
+    offerFeedback(body instanceof FormData ? body.get("file") : body, answer.digit);
+  }
   else if (response.status === 422) {
     // Early in a stroke there is too little ink to read: not worth a warning yet.
     if (drawing || wanted) showEmpty("Keep drawing…");
@@ -193,6 +201,7 @@ function showAnswer(answer) {
 }
 
 function showEmpty(text, detail) {
+  offerFeedback(null);
   prediction.className = "empty";
   prediction.textContent = text;
   showProbabilities(null);
@@ -258,6 +267,58 @@ async function shrink(file) {
   }
 }
 
+// --- feedback: the person says whether the answer was right ---------------------------
+// Shown only when the server collects feedback (its /api/feedback/summary answers);
+// nothing is sent until a button is pressed.
+for (let digit = 0; digit < 10; digit++) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = String(digit);
+  button.dataset.digit = String(digit);
+  button.disabled = true;
+  button.addEventListener("click", () => sendFeedback(digit));
+  corrections.appendChild(button);
+}
+rightButton.addEventListener("click", () => answered && sendFeedback(answered.digit));
+
+function feedbackButtons() {
+  return [rightButton, ...corrections.querySelectorAll("button")];
+}
+
+function offerFeedback(drawing, digit) {
+  answered = drawing ? { drawing, digit } : null;
+  feedbackButtons().forEach((button) => { button.disabled = !answered; });
+  feedbackStatus.textContent = "";
+}
+
+async function sendFeedback(label) {
+  const { drawing, digit } = answered;
+  feedbackButtons().forEach((button) => { button.disabled = true; });  // once per answer
+  const form = new FormData();
+  form.append("file", drawing, "drawing.png");
+  form.append("label", String(label));
+  form.append("predicted", String(digit));
+  feedbackStatus.textContent = "Sending…";
+  try {
+    const response = await fetch("/api/feedback", { method: "POST", body: form });
+    const reply = await response.json();
+    if (!response.ok) throw new Error(reply.error || `The server said ${response.status}.`);
+    feedbackStatus.textContent = reply.duplicate
+      ? "This drawing was already stored; thank you."
+      : `Stored as a ${label}; thank you.`;
+  } catch (error) {
+    feedbackStatus.textContent = `Not stored: ${error.message}`;
+  }
+}
+
+async function showFeedbackIfCollected() {
+  try {
+    feedback.hidden = !(await fetch("/api/feedback/summary")).ok;
+  } catch (error) {
+    feedback.hidden = true;
+  }
+}
+
 // --- start ------------------------------------------------------------------------------
 async function showModel() {
   const info = document.getElementById("model-info");
@@ -276,3 +337,4 @@ resetCanvas();
 showProbabilities(null);
 updateBusy();
 showModel();
+showFeedbackIfCollected();
