@@ -54,8 +54,8 @@ def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
     return pngs
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet"]
+def start_server(model: str, *options: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet", *options]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     for line in server.stdout:
