@@ -4,12 +4,13 @@
     .venv/bin/python benchmarks/feedback_load.py RUN_FOLDER [--clients 16] [--seconds 10]
 
 For each store: start a fresh one (SQLite: a file in a temporary folder; PostgreSQL: a
-throw-away server from tests/postgres_server.py), start the real command with it, run
+throw-away server from tests/postgres_server.py, with fsync on), start the real command with it, run
 the baseline -- POST /api/predict with the same drawings, the page's prediction request --
 then POST /api/feedback: every request a new drawing (a PNG text chunk makes its bytes
 unique), every tenth a repeat of an earlier one. Afterwards the rows are counted: each
 acknowledged new drawing must be there exactly once, each repeat counted, no row extra.
-Prints rows/s, p50/p99, 5xx and other errors, and the rate as a fraction of the baseline's.
+Prints posts/s (new rows/s: without the repeats), p50/p99, 5xx and other errors, and the
+post rate as a fraction of the baseline's.
 Target (issue 13): zero lost or duplicated rows, zero 5xx, on both stores.
 """
 
@@ -63,8 +64,9 @@ async def post_feedback(url: str, pngs: list[bytes], clients: int, seconds: floa
         while time.perf_counter() < deadline:
             number += 1
             mine = number
-            repeat = mine % REPEAT_EVERY == 0
-            body = unique_png(pngs[mine % len(pngs)], mine - 1 if repeat else mine)
+            # A repeat re-sends the drawing before it, which may still be on its way.
+            drawing = mine - 1 if mine % REPEAT_EVERY == 0 else mine
+            body = unique_png(pngs[drawing % len(pngs)], drawing)
             sent = time.perf_counter()
             try:
                 status, reply = await post(session, body, mine % 10)
@@ -89,6 +91,7 @@ async def post_feedback(url: str, pngs: list[bytes], clients: int, seconds: floa
     latency_ms = np.array(latencies) * 1000
     return {"new": len(acknowledged_new), "repeats": repeats_acknowledged, "server_errors": server_errors,
             "other_errors": other_errors, "rate": len(latencies) / elapsed,
+            "rows_rate": len(acknowledged_new) / elapsed,
             "p50_ms": float(np.percentile(latency_ms, 50)), "p99_ms": float(np.percentile(latency_ms, 99))}
 
 
@@ -123,18 +126,18 @@ def main() -> int:
     if postgres_bin() is None:
         print("PostgreSQL is not installed: SQLite only", file=sys.stderr)
     else:
-        with running_postgresql() as admin_url, fresh_database(admin_url, "feedback_load") as url:
+        with running_postgresql(durable=True) as admin_url, fresh_database(admin_url, "feedback_load") as url:
             results["postgresql"] = measure(args.model, url, pngs, args.clients, args.seconds)
 
     print(f"\n{args.clients} clients, {args.seconds:g} s each; baseline: POST /api/predict with the same drawings")
-    print(f"{'store':<11} {'rows/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'5xx':>4} {'other':>6} {'new':>6} "
+    print(f"{'store':<11} {'posts/s':>7} {'rows/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'5xx':>4} {'other':>6} {'new':>6} "
           f"{'rows':>6} {'repeats':>8} {'counted':>8} {'predict/s':>10} {'vs predict':>11}  verdict")
     failed = False
     for name, r in results.items():
         exact = r["rows"] == r["new"] and r["counted_repeats"] == r["repeats"]
         ok = exact and r["server_errors"] == 0 and r["other_errors"] == 0
         failed |= not ok
-        print(f"{name:<11} {r['rate']:>7.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['server_errors']:>4} "
+        print(f"{name:<11} {r['rate']:>7.0f} {r['rows_rate']:>7.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['server_errors']:>4} "
               f"{r['other_errors']:>6} {r['new']:>6} {r['rows']:>6} {r['repeats']:>8} {r['counted_repeats']:>8} "
               f"{r['baseline_rate']:>10.0f} {r['rate'] / r['baseline_rate']:>10.2f}x  "
               f"{'no row lost or doubled' if ok else 'FAILED'}")

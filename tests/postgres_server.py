@@ -33,9 +33,10 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_postgresql():
+def running_postgresql(durable: bool = False):
     """Start a server; yield its admin URL (postgresql://postgres@/postgres?host=<socket dir>).
-    On exit: stop it (fast shutdown) and delete its folder."""
+    On exit: stop it (fast shutdown) and delete its folder. Not `durable`: fsync off (a test
+    server's data need not survive a power cut, and tests run faster)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -48,9 +49,8 @@ def running_postgresql():
         subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
                                         "-A", "trust", "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=TIMEOUT)
-        # No TCP at all (listen_addresses empty), only the socket in our folder; fsync off:
-        # a test server's data need not survive a power cut.
-        options = f"-k {folder} -c listen_addresses= -c fsync=off -c max_connections=100"
+        # No TCP at all (listen_addresses empty), only the socket in our folder.
+        options = f"-k {folder} -c listen_addresses= -c fsync={'on' if durable else 'off'}"
         subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
                                         "-l", str(folder / "server.log"), "-w", "-t", str(TIMEOUT),
                                         "start"]),

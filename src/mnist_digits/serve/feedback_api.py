@@ -55,8 +55,7 @@ def feedback_router(predictor, store, cpu_bound: anyio.CapacityLimiter) -> APIRo
     model = model_summary(predictor)
     model_version = str(getattr(predictor.classifier, "info", {}).get("config", {}).get("created", ""))
 
-    def store_drawing(data: bytes, label: int, predicted: int | None) -> dict:
-        answer = answer_or_http_error(predictor, data)  # refuses what is not a readable digit
+    def store_drawing(data: bytes, answer: dict, label: int, predicted: int | None) -> dict:
         with store_errors_as_503():
             drawing_id, duplicate = store.add(
                 data, answer["prepared"], label, answer["digit"] if predicted is None else predicted,
@@ -80,7 +79,9 @@ def feedback_router(predictor, store, cpu_bound: anyio.CapacityLimiter) -> APIRo
         if label is None:
             raise HTTPException(400, "send the right digit as the form field 'label' (0-9)")
         predicted = digit_field(fields, "predicted")
-        return await anyio.to_thread.run_sync(store_drawing, data, label, predicted, limiter=cpu_bound)
+        # Preparing is CPU work (the app's per-core limit); storing mostly waits on the database.
+        answer = await anyio.to_thread.run_sync(answer_or_http_error, predictor, data, limiter=cpu_bound)
+        return await anyio.to_thread.run_sync(store_drawing, data, answer, label, predicted)
 
     @router.get("/summary", summary="What was collected, and the served model's accuracy on it")
     async def summary():
