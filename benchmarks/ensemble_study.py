@@ -22,13 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from mnist_digits import runs  # noqa: E402
+from mnist_digits.classifiers import KerasClassifier, load_classifier, load_keras_model  # noqa: E402
 from mnist_digits.data import load_mnist, to_model_input  # noqa: E402
 from mnist_digits.ensemble import combine  # noqa: E402
 from mnist_digits.evaluation import accuracy_interval  # noqa: E402
 
 
 def _member(run: str):
-    return runs.load_keras_model(f"{run}/{runs.MODEL_FILE}")
+    return load_keras_model(f"{run}/{runs.MODEL_FILE}")
 
 
 def subset_accuracies(probabilities: list[np.ndarray], labels: np.ndarray, k: int) -> list[float]:
@@ -48,14 +49,14 @@ def main() -> None:
                              "and confirm it gives the same test accuracy")
     args = parser.parse_args()
 
-    data = load_mnist(args.data, progress=False)
+    data = load_mnist(args.data)
     splits = {"validation": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
     probabilities = {name: [] for name in splits}
     print("| run | validation | test |\n|---|---:|---:|")
     for run in args.runs:
         # Averaging each member over the views first, then members, is what the ensemble does.
-        classifier = (runs.KerasClassifier(combine([_member(run)], test_time_augmentation=True), run)
-                      if args.tta else runs.load_classifier(run))
+        classifier = (KerasClassifier(combine([_member(run)], test_time_augmentation=True), run)
+                      if args.tta else load_classifier(run))
         accuracy = {}
         for name, (images, labels) in splits.items():
             probabilities[name].append(classifier.predict_proba(to_model_input(images)))
@@ -80,7 +81,7 @@ def main() -> None:
 
     if args.check:
         model = combine([_member(run) for run in args.runs], test_time_augmentation=args.tta)
-        ours = runs.KerasClassifier(model, "ensemble").predict_proba(to_model_input(data.x_test))
+        ours = KerasClassifier(model, "ensemble").predict_proba(to_model_input(data.x_test))
         mean = np.mean(probabilities["test"], axis=0)
         print(f"\n--check: the Keras ensemble model gives {100 * np.mean(ours.argmax(1) == data.y_test):.2f}%, "
               f"the averaged probabilities here {100 * np.mean(mean.argmax(1) == data.y_test):.2f}%.")

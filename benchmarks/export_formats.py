@@ -5,7 +5,7 @@ file size, accuracy on the full test set, and single-image latency (median and p
 
 RUN_DIR is a run folder from `mnist-digits train` (nothing is trained here). The exports are
 written to a temporary folder (or --out) through the same function as `mnist-digits export`,
-then each is loaded the way evaluate/predict/serve load it (runs.load_classifier) and timed on
+then each is loaded the way evaluate/predict/serve load it (load_classifier) and timed on
 one image per call, as a server answering one drawing at a time sees it. Prints a Markdown table.
 """
 
@@ -22,8 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from mnist_digits import runs  # noqa: E402
+from mnist_digits.classifiers import load_classifier  # noqa: E402
 from mnist_digits.data import load_mnist, to_model_input  # noqa: E402
-from mnist_digits.export import export_model, format_size  # noqa: E402
+from mnist_digits.export import export_model  # noqa: E402
+from mnist_digits.model_card import format_size  # noqa: E402
 
 FORMS = [("savedmodel", None), ("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8")]
 
@@ -54,9 +56,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the exports here (default: a temporary folder)")
     args = parser.parse_args()
 
-    data = load_mnist(progress=False)
+    data = load_mnist()
     images, labels = to_model_input(data.x_test), data.y_test.astype(np.int64)
-    rows = [measure("keras (baseline)", runs.load_classifier(args.run),
+    rows = [measure("keras (baseline)", load_classifier(args.run),
                     (args.run / runs.MODEL_FILE).stat().st_size, images, labels, args.calls)]
     with tempfile.TemporaryDirectory(prefix="export-formats-") as temporary:
         root = args.out or Path(temporary)
@@ -65,7 +67,7 @@ def main() -> None:
             result = export_model(args.run, data, format=format,
                                   quantize=quantize if format == "tflite" else None,
                                   out=root / form, force=True)
-            rows.append(measure(form, runs.load_classifier(result.path), result.size_bytes,
+            rows.append(measure(form, load_classifier(result.path), result.size_bytes,
                                 images, labels, args.calls))
 
     baseline = rows[0]

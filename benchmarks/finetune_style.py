@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    mnist = load_mnist(progress=False)
+    mnist = load_mnist()
     person_images = person_style(mnist.x_test[:args.person])
     person_labels = mnist.y_test[:args.person]
     data = replace(mnist, x_test=mnist.x_test[args.person:], y_test=mnist.y_test[args.person:])

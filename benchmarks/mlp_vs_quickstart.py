@@ -29,7 +29,7 @@ def quickstart(seed: int) -> dict:
 
     from mnist_digits.data import load_mnist
 
-    data = load_mnist(progress=False)
+    data = load_mnist()
     # The quickstart trains on all 60,000 training images.
     import numpy as np
 
@@ -57,7 +57,7 @@ def ours(seed: int) -> dict:
     from mnist_digits.data import load_mnist, to_model_input
     from mnist_digits.training import train
 
-    data = load_mnist(progress=False)
+    data = load_mnist()
     result = train("mlp", data, seed=seed, verbose=0)
     probabilities = result.model.predict(to_model_input(data.x_test), batch_size=1000, verbose=0)
     accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())

@@ -7,7 +7,8 @@ For each: parameters, forward FLOPs per image (2 per multiply-add, conv and dens
 epochs, training time, test accuracy (mean +- sd over seeds), inference images/s
 (batches of 1024, as evaluate/predict run). With two or more seeds of a model, the row
 "<model> x k" is the ensemble of those k seed models (averaged probabilities), and
-"+ TTA" the same with test-time shifts -- no extra training.
+"+ TTA" the same averaged over test-time views (the image rotated 6 degrees each way and
+scaled 7% down and up, ensemble.TTA_VIEWS) -- no extra training.
 
     .venv/bin/python benchmarks/model_table.py                       # everything, 1 seed
     .venv/bin/python benchmarks/model_table.py --models cnn --seeds 5  # cnn, its 5-ensemble
@@ -169,10 +170,10 @@ def main() -> None:
 
     from mnist_digits.data import load_mnist, to_model_input
     from mnist_digits.ensemble import combine
-    from mnist_digits.runs import KerasClassifier
+    from mnist_digits.classifiers import KerasClassifier
 
     header = f"Measured {date.today().isoformat()} on {machine()}"
-    data = load_mnist(progress=False)
+    data = load_mnist()
     if args.quick:
         data = data.subset(train=10_000, test=10_000)
         args.epochs = args.epochs or 1

@@ -41,7 +41,7 @@ def newest_mlp_run() -> Path | None:
 def make_folder(folder: Path, count: int, size: int) -> None:
     from mnist_digits.data import load_mnist
 
-    images = load_mnist(progress=False).x_test
+    images = load_mnist().x_test
     for index in range(count):
         image = Image.fromarray(255 - images[index % len(images)])
         if size != 28:
@@ -81,7 +81,7 @@ def main() -> int:
             from mnist_digits.pipeline import train_run
 
             print("no runs/mlp-* found: training an mlp first ...", file=sys.stderr)
-            model, _, _ = train_run("mlp", load_mnist(progress=False), out=scratch / "mlp", verbose=0)
+            model, _, _ = train_run("mlp", load_mnist(), out=scratch / "mlp", verbose=0)
         folder = scratch / "pngs"
         folder.mkdir()
         make_folder(folder, args.count, args.size)
@@ -102,7 +102,7 @@ def main() -> int:
         def predict(workers):
             return lambda: list(predict_inputs(predictor, collect_inputs([folder]), workers=workers))
 
-        tflite = export_model(model, load_mnist(progress=False), format="tflite", out=scratch / "tflite").path
+        tflite = export_model(model, load_mnist(), format="tflite", out=scratch / "tflite").path
         workers = os.cpu_count() or 1
 
         def command(model_path):

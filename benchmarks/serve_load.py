@@ -10,7 +10,7 @@ Scenarios:
     canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
     upload    the same PNGs as multipart field `file`: the page's photo-upload path
 Prints requests/s, p50 and p99 latency, errors, and req/s as a fraction of the baseline.
-Issue 4's target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
+The target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
 p99 <= 100 ms, no errors. The client runs on the same machine and takes its share of it.
 """
 
@@ -44,7 +44,7 @@ def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
     """MNIST test digits as the drawing page sends them: 140x140 PNG, dark ink on white."""
     from mnist_digits.data import load_mnist
 
-    digits = load_mnist(progress=False).x_test[:count]
+    digits = load_mnist().x_test[:count]
     pngs = []
     for digit in digits:
         image = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
@@ -145,7 +145,7 @@ async def run_load(url: str, make_request, clients: int, seconds: float, max_req
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="run folder or model file (issue 4's target is for the mlp model)")
+    parser.add_argument("model", help="run folder or model file (the target is for the mlp model)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per scenario (default: 10)")
     parser.add_argument("--max-requests", type=int, default=20000, help="cap per scenario (default: 20000)")

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tenso
 def mnist():
     from mnist_digits.data import load_mnist
 
-    return load_mnist(progress=False)
+    return load_mnist()
 
 
 @pytest.fixture(scope="session")

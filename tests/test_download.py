@@ -59,7 +59,7 @@ def dead_mirror() -> str:
 
 def test_good_mirror_fills_the_cache(serve_folder, empty_cache, mnist, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", ())
-    loaded = data.load_mnist(mirror=serve_folder(REAL), progress=False)
+    loaded = data.load_mnist(mirror=serve_folder(REAL))
     assert sorted(p.name for p in empty_cache.iterdir()) == sorted(f[0] for f in data.FILES.values())
     np.testing.assert_array_equal(loaded.x_test, mnist.x_test)
 
@@ -71,7 +71,7 @@ def test_damaged_download_is_refused_and_not_cached(serve_folder, empty_cache, t
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(raw[:-100])  # cut short in transit
     monkeypatch.setattr(data, "MIRRORS", ())
     with pytest.raises(DataError) as error:
-        data.load_mnist(mirror=serve_folder(bad), progress=False)
+        data.load_mnist(mirror=serve_folder(bad))
     assert "train-labels-idx1-ubyte.gz" in str(error.value) and "checksum" in str(error.value)
     cached = [p.name for p in empty_cache.iterdir()]
     assert "train-labels-idx1-ubyte.gz" not in cached
@@ -80,17 +80,17 @@ def test_damaged_download_is_refused_and_not_cached(serve_folder, empty_cache, t
 
 def test_dead_first_mirror_falls_back_to_the_next(serve_folder, empty_cache, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", (dead_mirror(), serve_folder(REAL)))
-    loaded = data.load_mnist(progress=False)
+    loaded = data.load_mnist()
     assert len(loaded.x_train) == 55_000
     assert len(list(empty_cache.glob("*.gz"))) == 4
 
 
 def test_a_damaged_cache_file_is_fetched_again(serve_folder, empty_cache, monkeypatch):
     monkeypatch.setattr(data, "MIRRORS", (serve_folder(REAL),))
-    data.load_mnist(progress=False)
+    data.load_mnist()
     cached = empty_cache / "t10k-labels-idx1-ubyte.gz"
     cached.write_bytes(cached.read_bytes()[:100])
-    loaded = data.load_mnist(progress=False)
+    loaded = data.load_mnist()
     assert len(loaded.y_test) == 10_000
     assert data.sha256_of(cached) == data.FILES["test_labels"][1]
 

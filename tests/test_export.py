@@ -1,5 +1,5 @@
 """Exports: SavedModel (TF Serving layout) and TFLite float32/float16/int8 match the Keras
-model, load back through runs.load_classifier, and refuse bad input cleanly."""
+model, load back through load_classifier, and refuse bad input cleanly."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from mnist_digits import cli, runs
+from mnist_digits.classifiers import TFLiteClassifier, load_classifier
 from mnist_digits.data import to_model_input
-from mnist_digits.export import AccuracyDropError, TFLiteClassifier, export_model
+from mnist_digits.export import AccuracyDropError, export_model
 
 FORMS = {
     "savedmodel": ("savedmodel", None),
@@ -33,7 +34,7 @@ def exports(mlp_run, mnist, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keras_model(mlp_run):
-    return runs.load_classifier(mlp_run)
+    return load_classifier(mlp_run)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_savedmodel_has_tf_serving_layout_and_keras_outputs(exports, keras_model
 
 
 def test_tflite_float32_matches_keras_through_litert(exports, keras_model, test_images):
-    exported = runs.load_classifier(exports["tflite-float32"].path)
+    exported = load_classifier(exports["tflite-float32"].path)
     assert isinstance(exported, TFLiteClassifier)
     assert np.abs(exported.predict_proba(test_images) - keras_model.predict_proba(test_images)).max() <= 1e-4
 
@@ -77,7 +78,7 @@ def test_float16_and_int8_are_smaller_and_keep_accuracy(exports, mnist):
     assert float16.size_bytes < 0.6 * float32.size_bytes
     assert int8.size_bytes < 0.35 * float32.size_bytes
     # Measured at export time on the full test set; check it again independently.
-    classifier = runs.load_classifier(int8.path)
+    classifier = load_classifier(int8.path)
     accuracy = np.mean(classifier.predict_proba(to_model_input(mnist.x_test)).argmax(1) == mnist.y_test)
     assert accuracy == pytest.approx(int8.test_accuracy)
     for result in (float16, int8):
@@ -98,7 +99,7 @@ def test_exports_load_with_source_info_and_calibration(exports, keras_model, for
     # The file or version folder, and the folder a user may pass instead: the TF Serving
     # base, the tflite export folder.
     for candidate in (path, path.parent):
-        exported = runs.load_classifier(candidate)
+        exported = load_classifier(candidate)
         assert form.replace("-", " ") in exported.name
         assert exported.info["test"]["accuracy"] == keras_model.info["test"]["accuracy"]
         assert exported.info["config"]["model"] == "mlp"
@@ -111,7 +112,7 @@ def test_exports_load_with_source_info_and_calibration(exports, keras_model, for
 
 
 def test_tflite_is_safe_under_concurrent_calls(exports, test_images):
-    exported = runs.load_classifier(exports["tflite-int8"].path)
+    exported = load_classifier(exports["tflite-int8"].path)
     batches = [test_images[i * 7:i * 7 + size] for i, size in enumerate([1, 5, 1, 64, 3, 1, 17, 2])]
     expected = [exported.predict_proba(batch) for batch in batches]
     results: dict[int, np.ndarray] = {}
@@ -163,7 +164,7 @@ def test_savedmodel_versions_share_a_base_folder(mlp_run, tmp_path, capsys):
     assert run_cli("export", mlp_run, "--format", "savedmodel", "--out", base) == 0
     assert run_cli("export", mlp_run, "--format", "savedmodel", "--out", base, "--version", "2") == 0
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
-    assert runs.load_classifier(base).path == base / "2"  # TF Serving serves the highest
+    assert load_classifier(base).path == base / "2"  # TF Serving serves the highest
 
 
 def test_existing_out_is_refused_without_force(exports, mlp_run, capsys):

@@ -23,7 +23,7 @@ from mnist_digits import feedback, idx
 from mnist_digits.errors import FeedbackStoreError
 from mnist_digits.feedback import open_store
 from mnist_digits.predict import Predictor
-from mnist_digits.serve import MAX_BODY_BYTES, create_app
+from mnist_digits.serve import MAX_BODY_BYTES, create_app, with_feedback
 from postgres_server import fresh_database, postgres_bin, running_postgresql
 from test_serve_api import blank_png, canvas_png
 
@@ -69,7 +69,8 @@ def predictor(mlp_run):
 
 @pytest.fixture
 def client(predictor, store):
-    with TestClient(create_app(predictor, store), raise_server_exceptions=False) as test_client:
+    app = with_feedback(create_app(predictor), predictor, store)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -306,7 +307,7 @@ def test_the_feedback_command_counts_measures_draws_and_exports(store, store_url
     assert "per digit 0-9: " + " ".join(str(int((labels == d).sum())) for d in range(10)) in out
     right = (labels == 1).mean()
     assert f"model {TRICKY_NAME}: right on {right:.2%} of the 50 it answered (MNIST test: 98.12%)" in out
-    model_right = np.mean([a["digit"] for a in predictor.predict_prepared(mnist.x_test[:50] / 255.0)] == labels)
+    model_right = np.mean([a.digit for a in predictor.predict_prepared(mnist.x_test[:50] / 255.0)] == labels)
     assert f"mlp run on the collected drawings: {model_right:.2%}" in out
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert len(idx.read_idx(export / "train-images-idx3-ubyte.gz")) + \

@@ -9,7 +9,7 @@ import pytest
 
 from mnist_digits import cli
 from mnist_digits.feedback import open_store
-from mnist_digits.serve import create_app, running
+from mnist_digits.serve import create_app, running, with_feedback
 from test_serve_browser import FREEHAND, answer, browser, draw, open_page, pages, predicted_digit  # noqa: F401
 
 
@@ -22,7 +22,7 @@ def store_file(tmp_path_factory):
 def server_url(predictor, store_file):
     """The page served with a feedback store: `pages` opens it."""
     store = open_store(store_file)
-    with running(create_app(predictor, store)) as url:
+    with running(with_feedback(create_app(predictor), predictor, store)) as url:
         yield url
     store.close()
 

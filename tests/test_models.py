@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mnist_digits import runs
+from mnist_digits.classifiers import KerasClassifier, load_classifier, load_keras_model
 from mnist_digits.cli import main
 from mnist_digits.data import to_model_input
 from mnist_digits.models import MODELS, build_model
@@ -36,11 +37,11 @@ def test_each_model_trains_saves_reloads_and_predicts_identically(name, tiny_mni
     result = train(name, tiny_mnist, epochs=1, verbose=0)
     assert result.history["accuracy"] and np.isfinite(result.history["loss"][0])
     runs.save_keras_model(result.model, tmp_path / "model.keras")
-    reloaded = runs.load_keras_model(tmp_path / "model.keras")  # safe_mode: no code in the file
+    reloaded = load_keras_model(tmp_path / "model.keras")  # safe_mode: no code in the file
 
     images = to_model_input(tiny_mnist.x_test)
-    before = runs.KerasClassifier(result.model, name).predict_proba(images)
-    after = runs.KerasClassifier(reloaded, name).predict_proba(images)
+    before = KerasClassifier(result.model, name).predict_proba(images)
+    after = KerasClassifier(reloaded, name).predict_proba(images)
     assert before.shape == (len(images), 10)
     np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(before - after).max() < 1e-6
@@ -135,8 +136,8 @@ def test_ensemble_is_one_model_predicting_its_members_mean(tiny_mnist, tmp_path)
     expected = (np.asarray(first(images, training=False)) + np.asarray(second(images, training=False))) / 2
     model = combine([first, second])
     runs.save_keras_model(model, tmp_path / "ensemble.keras")
-    reloaded = runs.load_keras_model(tmp_path / "ensemble.keras")
-    predicted = runs.KerasClassifier(reloaded, "ensemble").predict_proba(images)
+    reloaded = load_keras_model(tmp_path / "ensemble.keras")
+    predicted = KerasClassifier(reloaded, "ensemble").predict_proba(images)
     np.testing.assert_allclose(predicted, expected, atol=1e-6)
 
 
@@ -149,7 +150,7 @@ def test_ensemble_test_time_augmentation_averages_rotated_and_scaled_views(tiny_
     expected = np.mean([np.asarray(m(v, training=False)) for m in (first, second) for v in views], axis=0)
     model = combine([first, second], test_time_augmentation=True)
     runs.save_keras_model(model, tmp_path / "tta.keras")
-    predicted = runs.KerasClassifier(runs.load_keras_model(tmp_path / "tta.keras"), "tta").predict_proba(images)
+    predicted = KerasClassifier(load_keras_model(tmp_path / "tta.keras"), "tta").predict_proba(images)
     np.testing.assert_allclose(predicted, expected, atol=1e-5)
     # The views really differ from the image: the test would pass trivially otherwise.
     assert all(np.abs(view - images).max() > 0.5 for view in views[1:])
@@ -167,8 +168,8 @@ def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path
     assert config["model"] == "mlp-ensemble2" and [m["seed"] for m in config["members"]] == [0, 1]
 
     images = to_model_input(tiny_mnist.x_test)
-    ensemble = runs.load_classifier(run_dir)
-    members = [runs.load_classifier(run_dir / "members" / f"seed-{s}") for s in (0, 1)]
+    ensemble = load_classifier(run_dir)
+    members = [load_classifier(run_dir / "members" / f"seed-{s}") for s in (0, 1)]
     mean = np.mean([m.predict_proba(images) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.predict_proba(images), mean, atol=1e-6)
     assert ensemble.name == "mlp-ensemble2" and 0 <= metrics["test"]["accuracy"] <= 1
@@ -178,7 +179,7 @@ def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path
     assert main(["ensemble", str(run_dir / "members" / "seed-0"), str(run_dir / "members" / "seed-1"),
                  "--out", str(again)]) == 0
     assert "ensemble of 2: test accuracy" in capsys.readouterr().out
-    np.testing.assert_allclose(runs.load_classifier(again).predict_proba(images), mean, atol=1e-6)
+    np.testing.assert_allclose(load_classifier(again).predict_proba(images), mean, atol=1e-6)
     assert json.loads((again / "metrics.json").read_text())["test"]["count"] == 10000
 
 
@@ -201,7 +202,7 @@ def test_an_ensemble_resumes_with_the_members_already_trained(tiny_mnist, tmp_pa
     assert json.loads(second_config.read_text())["interrupted"] is False
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == "mlp-ensemble3" and [m["seed"] for m in config["members"]] == [0, 1, 2]
-    assert len(runs.load_keras_model(run_dir / "model.keras").layers) == 5  # input, 3 members, mean
+    assert len(load_keras_model(run_dir / "model.keras").layers) == 5  # input, 3 members, mean
 
     with pytest.raises(UsageError, match="another model or recipe"):
         train_ensemble("mlp", tiny_mnist, members=3, out=out, epochs=2, verbose=0, resume=True)

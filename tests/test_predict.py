@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from mnist_digits import cli
-from mnist_digits.errors import InputImageError
+from mnist_digits.errors import NoDigitFound
 from mnist_digits.evaluation import apply_temperature
 from mnist_digits.idx import encode_idx
-from mnist_digits.predict import Predictor, collect_inputs, predict_inputs, prepared_png_name
+from mnist_digits.predict import Failure, Predictor, collect_inputs, predict_inputs, prepared_png_name
 
 GOOD = [0, 1, 2, 3, 4, 7]  # test digits the seed network reads right: 7 2 1 0 4 9
 
@@ -72,31 +72,31 @@ def test_answers_carry_calibrated_probabilities(predictor, mnist):
     calibrated = apply_temperature(raw, predictor.temperature)
     assert predictor.temperature == predictor.classifier.temperature != 1.0
     for answer, expected in zip(answers, calibrated):
-        assert set(answer) == {"digit", "confidence", "probabilities", "unsure"}
-        assert answer["probabilities"] == pytest.approx(list(expected), abs=1e-6)
-        assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-5)
-        assert answer["digit"] == int(np.argmax(expected))
-        assert answer["confidence"] == max(answer["probabilities"])
-        assert answer["unsure"] == (answer["confidence"] < predictor.unsure_below)
-    assert np.mean([a["digit"] for a in answers] == mnist.y_test[:20]) >= 0.95
+        assert answer.prepared is None
+        assert answer.probabilities == pytest.approx(list(expected), abs=1e-6)
+        assert sum(answer.probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert answer.digit == int(np.argmax(expected))
+        assert answer.confidence == max(answer.probabilities)
+        assert answer.unsure == (answer.confidence < predictor.unsure_below)
+    assert np.mean([a.digit for a in answers] == mnist.y_test[:20]) >= 0.95
 
 
 def test_low_confidence_is_marked_unsure(mlp_run, mnist):
     strict = Predictor.from_path(mlp_run, unsure_below=1.01)
-    assert all(a["unsure"] for a in strict.predict_prepared(mnist.x_test[:5] / 255.0))
+    assert all(a.unsure for a in strict.predict_prepared(mnist.x_test[:5] / 255.0))
     # An ambiguous image: two digits blended half and half.
     blend = (mnist.x_test[0] / 255.0 + mnist.x_test[1] / 255.0) / 2
-    assert Predictor.from_path(mlp_run).predict_prepared(blend[None])[0]["unsure"]
+    assert Predictor.from_path(mlp_run).predict_prepared(blend[None])[0].unsure
 
 
 def test_predict_image_reads_a_photo_like_digit(predictor, mnist):
     answer = predictor.predict_image(_png(_on_paper(mnist.x_test[0])))
-    assert answer["digit"] == 7 and not answer["unsure"]
-    assert answer["prepared"].shape == (28, 28) and answer["prepared"].dtype == np.float32
+    assert answer.digit == 7 and not answer.unsure
+    assert answer.prepared.shape == (28, 28) and answer.prepared.dtype == np.float32
 
 
 def test_predict_image_says_no_digit_instead_of_guessing(predictor):
-    with pytest.raises(InputImageError, match="no digit found"):
+    with pytest.raises(NoDigitFound, match="no digit found"):
         predictor.predict_image(Image.new("L", (64, 64), 255))
 
 
@@ -108,20 +108,20 @@ def test_predict_images_answers_each_in_order_with_one_model_call(mlp_run, mnist
     sources = [_png(_on_paper(mnist.x_test[0])), b"", mnist.x_test[1], b"GIF89a broken", mnist.x_test[2]]
     answers = predictor.predict_images(sources)
     assert calls == [3]
-    assert [a.get("digit") for a in answers] == [7, None, 2, None, 1]
-    assert answers[1] == {"error": "empty file (0 bytes), not an image"}
-    assert "\n" not in answers[3]["error"] and "prepared" in answers[4]
+    assert [getattr(a, "digit", None) for a in answers] == [7, None, 2, None, 1]
+    assert answers[1] == Failure("empty file (0 bytes), not an image")
+    assert "\n" not in answers[3].error and answers[4].prepared.shape == (28, 28)
 
 
 def test_predictor_is_safe_from_many_threads(predictor, mnist):
     sources = [_png(_on_paper(mnist.x_test[i % 8], size=60 + i)) for i in range(48)]
-    expected = [predictor.predict_image(source)["probabilities"] for source in sources]
+    expected = [predictor.predict_image(source).probabilities for source in sources]
     with ThreadPoolExecutor(8) as pool:
-        singles = list(pool.map(lambda s: predictor.predict_image(s)["probabilities"], sources))
+        singles = list(pool.map(lambda s: predictor.predict_image(s).probabilities, sources))
         batches = list(pool.map(lambda i: predictor.predict_images(sources[i:i + 6]), range(0, 48, 6)))
     assert singles == expected
     # A batch may differ from single images in the last bits of float arithmetic.
-    assert np.allclose([a["probabilities"] for batch in batches for a in batch], expected, atol=1e-6)
+    assert np.allclose([a.probabilities for batch in batches for a in batch], expected, atol=1e-6)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -145,8 +145,9 @@ def test_worker_processes_give_the_same_answers(predictor, mnist):
     alone = list(predict_inputs(predictor, inputs, chunk_size=8, workers=1))
     pooled = list(predict_inputs(predictor, inputs, chunk_size=8, workers=2))
     assert [name for name, _ in pooled] == [name for name, _ in inputs]
-    assert [a.get("probabilities") for _, a in pooled] == [a.get("probabilities") for _, a in alone]
-    assert pooled[-1][1] == {"error": "empty file (0 bytes), not an image"}
+    assert [getattr(a, "probabilities", None) for _, a in pooled] == \
+        [getattr(a, "probabilities", None) for _, a in alone]
+    assert pooled[-1][1] == Failure("empty file (0 bytes), not an image")
 
 
 def test_prepared_file_names_are_unique():

@@ -134,7 +134,7 @@ def plain_resize(data: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def classifier(mlp_run):
-    from mnist_digits.runs import load_classifier
+    from mnist_digits.classifiers import load_classifier
 
     return load_classifier(mlp_run)
 

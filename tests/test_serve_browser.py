@@ -171,7 +171,7 @@ def clear_examples(mnist, predictor, labels) -> dict[int, np.ndarray]:
         candidates = np.flatnonzero(mnist.y_test == label)[:20]
         answers = predictor.predict_prepared(mnist.x_test[candidates] / 255.0)
         first = next(i for i, answer in zip(candidates, answers)
-                     if answer["digit"] == label and answer["confidence"] >= 0.99)
+                     if answer.digit == label and answer.confidence >= 0.99)
         examples[label] = mnist.x_test[first]
     return examples
 

@@ -27,7 +27,7 @@ def __getattr__(name):
         from . import pipeline
         return getattr(pipeline, name)
     if name == "load_classifier":
-        from .runs import load_classifier
+        from .classifiers import load_classifier
         return load_classifier
     raise AttributeError(name)
 

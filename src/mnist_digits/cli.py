@@ -13,6 +13,12 @@ import sys
 
 from . import __version__
 from .errors import MnistDigitsError, UsageError
+# The library's choices and defaults. None of these modules imports TensorFlow (or SciPy),
+# so `--help` stays quick; the commands import the rest when they run.
+from .evaluation import UNSURE_BELOW
+from .export import DEFAULT_MAX_ACCURACY_DROP, FORMATS, QUANTIZATIONS, REPRESENTATIVE_IMAGES
+from .feedback import FINETUNE_EPOCHS, MAX_MNIST_DROP_POINTS
+from .models import DEFAULT_MODEL, MODELS
 from .tensorflow_import import import_tensorflow_quietly
 
 PROG = "mnist-digits"
@@ -54,7 +60,7 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from .pipeline import train_run
 
-    if args.ensemble is not None:  # issue 5: N seeds, one model averaging their probabilities
+    if args.ensemble is not None:  # N seeds, one model averaging their probabilities
         from .ensemble import train_ensemble
 
         if args.extra_data:
@@ -114,7 +120,7 @@ def _print_collected(metrics: dict) -> None:
                  f"{before['mnist_test_accuracy']:.2%} -> {collected['mnist_test_accuracy']:.2%}")
         if collected["mnist_test_fell"]:
             line += (f"; WARNING: MNIST test accuracy fell {collected['mnist_test_drop_points']:.2f} "
-                     "points, more than 0.3")
+                     f"points, more than {MAX_MNIST_DROP_POINTS:g}")
     print(line)
 
 
@@ -157,16 +163,16 @@ def cmd_predict(args) -> int:
 
     from PIL import Image
 
-    from .predict import (UNSURE_BELOW, Predictor, answer_line, answer_record, collect_inputs,
+    # Not at start-up: preparing images needs SciPy, which takes most of a second to import.
+    from .predict import (Failure, Predictor, answer_line, answer_record, collect_inputs,
                           predict_inputs, prepared_png_name)
     from .preprocess import to_png
     from .runs import write_bytes
 
     if not 1 <= args.top_k <= 10:
         raise UsageError(f"--top-k must be between 1 and 10 (got {args.top_k})")
-    unsure_below = UNSURE_BELOW if args.unsure_below is None else args.unsure_below
-    if not 0.0 <= unsure_below <= 1.0:
-        raise UsageError(f"--unsure-below must be between 0 and 1 (got {unsure_below})")
+    if not 0.0 <= args.unsure_below <= 1.0:
+        raise UsageError(f"--unsure-below must be between 0 and 1 (got {args.unsure_below})")
     if args.save_prepared and os.path.exists(args.save_prepared) and not os.path.isdir(args.save_prepared):
         raise UsageError(f"--save-prepared {args.save_prepared} exists and is not a folder")
     # Images that large are refused with their own message; Pillow's warning adds nothing.
@@ -176,7 +182,7 @@ def cmd_predict(args) -> int:
 
     def load_predictor() -> Predictor:
         nonlocal progress
-        predictor = Predictor.from_path(args.model, unsure_below=unsure_below)
+        predictor = Predictor.from_path(args.model, unsure_below=args.unsure_below)
         if len(inputs) > 1000:  # only now: a model that fails to load shows no bar
             from tqdm import tqdm
 
@@ -192,15 +198,15 @@ def cmd_predict(args) -> int:
         for name, answer in predict_inputs(load_predictor, inputs):
             if progress is not None:
                 progress.update()
-            failed += "error" in answer
-            unsure += answer.get("unsure", False)
-            if args.save_prepared and "prepared" in answer:
+            failed += isinstance(answer, Failure)
+            unsure += not isinstance(answer, Failure) and answer.unsure
+            if args.save_prepared and not isinstance(answer, Failure):
                 write_bytes(os.path.join(args.save_prepared, prepared_png_name(name, used_names)),
-                            to_png(answer["prepared"]))
+                            to_png(answer.prepared))
             if args.json:
                 show(json.dumps(answer_record(name, answer)))
-            elif "error" in answer:
-                show(f"{PROG}: error: {name}: {answer['error']}", to=sys.stderr)
+            elif isinstance(answer, Failure):
+                show(f"{PROG}: error: {name}: {answer.error}", to=sys.stderr)
             else:
                 show(answer_line(name, answer, args.top_k))
     except BrokenPipeError:  # `... | head`: the reader has all it wants
@@ -224,10 +230,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_model, format_size
+    from .export import export_model
+    from .model_card import format_size
 
     if args.max_accuracy_drop < 0:
-        raise MnistDigitsError(f"--max-accuracy-drop must be 0 or more (got {args.max_accuracy_drop:g})")
+        raise UsageError(f"--max-accuracy-drop must be 0 or more (got {args.max_accuracy_drop:g})")
     data = _load_data(args)
     result = export_model(args.model, data, format=args.format, quantize=args.quantize, out=args.out,
                           version=args.version, force=args.force,
@@ -253,7 +260,7 @@ def cmd_feedback(args) -> int:
         store.close()
     classifier = None
     if args.model:
-        from .runs import load_classifier
+        from .classifiers import load_classifier
 
         classifier = load_classifier(args.model)
     result = assess(collected, classifier)
@@ -271,30 +278,21 @@ def cmd_feedback(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .models import MODELS
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Handwritten digits with TensorFlow: get MNIST, train, evaluate, "
-                    "predict on your own images, serve a drawing page, export.",
-        epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-
+def _data_parser(commands) -> None:
     data = commands.add_parser("data", help="get MNIST (folder, cache or verified download) and say what is there",
                                description="Find or download the four MNIST files, verify their SHA-256, "
                                            "and print where they are and the split sizes.")
     _add_data_options(data)
     data.set_defaults(handler=cmd_data)
 
+
+def _train_parser(commands) -> None:
     train = commands.add_parser("train", help="train a model and write a run folder with metrics, figures, report",
                                 description="Train a registered model with its default recipe and write a "
                                             "run folder: model.keras, config.json, history.csv, metrics.json, "
                                             "figures/, report.md, tensorboard/. Ctrl-C stops and keeps the best model.")
-    train.add_argument("--model", default="mlp", choices=sorted(MODELS),
-                       help="which network (default: mlp, the seed network 784-128-10)")
+    train.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
+                       help=f"which network (default: {DEFAULT_MODEL}, the seed network 784-128-10)")
     train.add_argument("--epochs", type=int, metavar="N", help="override the recipe's epochs")
     train.add_argument("--batch-size", type=int, metavar="N", help="override the recipe's batch size")
     train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same numbers (default: 0)")
@@ -313,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(train)
     train.set_defaults(handler=cmd_train)
 
+
+
+def _finetune_parser(commands) -> None:
     finetune = commands.add_parser(
         "finetune", help="a few more epochs for a trained run, with the drawings collected on the page",
         description="Continue training a run folder's model for a few epochs at a tenth of its "
@@ -321,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "before and after.")
     finetune.add_argument("run", metavar="RUN", help="run folder written by mnist-digits train")
     finetune.add_argument("--extra-data", metavar="SOURCE", required=True, help=EXTRA_DATA_HELP)
-    finetune.add_argument("--epochs", type=int, default=3, metavar="N", help="epochs (default: 3)")
+    finetune.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS, metavar="N",
+                          help=f"epochs (default: {FINETUNE_EPOCHS})")
     finetune.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     finetune.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-finetuned-<timestamp>)")
     finetune.add_argument("--force", action="store_true", help="replace an existing non-empty run folder")
@@ -329,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(finetune)
     finetune.set_defaults(handler=cmd_finetune)
 
+
+def _evaluate_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics, figures and report for a saved model",
                                    description="Evaluate a run folder or model file on MNIST and write "
                                                "metrics.json, figures/ and report.md.")
@@ -339,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _ensemble_parser(commands) -> None:
     ensemble = commands.add_parser(
         "ensemble", help="combine trained run folders into one model averaging their probabilities",
         description="Combine run folders written by 'train' (any models, e.g. several seeds of cnn) "
@@ -352,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(ensemble)
     ensemble.set_defaults(handler=cmd_ensemble)
 
-    # --- predict (issue 3) ---
+
+def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict", help="read digits from your own images",
         description="Prepare each image the way MNIST digits were made (upright, ink found, "
@@ -369,13 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "probabilities, unsure -- or file, error")
     predict.add_argument("--save-prepared", metavar="DIR",
                          help="write the 28x28 image the model saw for each input as PNG into DIR")
-    predict.add_argument("--unsure-below", type=float, metavar="P",
+    predict.add_argument("--unsure-below", type=float, default=UNSURE_BELOW, metavar="P",
                          help="mark answers with calibrated confidence below P as unsure "
-                              "(default: 0.9)")
+                              f"(default: {UNSURE_BELOW:g})")
     predict.set_defaults(handler=cmd_predict)
-    # --- end predict ---
 
-    # --- serve (issue 4) ---
+
+def _serve_parser(commands) -> None:
     serve = commands.add_parser("serve", help="HTTP API and a page to draw a digit on",
                                 description="Serve a page at / to draw a digit on (or upload a photo) "
                                             "and an HTTP API: POST /api/predict, POST /api/predict/batch, "
@@ -391,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "/api/feedback) in this store: a file name (SQLite) or "
                             "postgresql://user@host/database")
     serve.set_defaults(handler=cmd_serve)
-    # --- end serve ---
 
-    # --- feedback (issue 13) ---
+
+
+def _feedback_parser(commands) -> None:
     feedback = commands.add_parser(
         "feedback", help="what people corrected on the page: counts, accuracy, export as IDX",
         description="Summarise a feedback store written by 'serve --feedback-db': drawings per "
@@ -408,33 +416,46 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the drawings as MNIST's four gzipped IDX files (the held-out "
                                "20%% as the t10k pair) and SHA256SUMS, for --extra-data or any reader")
     feedback.set_defaults(handler=cmd_feedback)
-    # --- end feedback ---
 
-    # --- export (issue 6) ---
+
+def _export_parser(commands) -> None:
     export = commands.add_parser(
-        "export", help="SavedModel for TF Serving, TFLite (float32, float16, int8)",
+        "export", help=f"SavedModel for TF Serving, TFLite ({', '.join(QUANTIZATIONS)})",
         description="Export a trained model as a SavedModel in TensorFlow Serving layout "
                     "(OUT/VERSION/saved_model.pb) or as TFLite (OUT/model.tflite), with model_info.json "
                     "and MODEL_CARD.md beside it. The export is measured on the full test set; if it "
                     "loses more accuracy than allowed, nothing is written and the exit code is 1.")
     export.add_argument("model", metavar="MODEL", help="run folder or .keras file")
-    export.add_argument("--format", required=True, choices=["savedmodel", "tflite"],
+    export.add_argument("--format", required=True, choices=FORMATS,
                         help="savedmodel (TF Serving) or tflite (LiteRT: phones, microcontrollers)")
-    export.add_argument("--quantize", choices=["float32", "float16", "int8"],
+    export.add_argument("--quantize", choices=QUANTIZATIONS,
                         help="tflite only: float32 (default), float16 weights, or int8 everywhere "
-                             "(calibrated on 500 training images)")
+                             f"(calibrated on {REPRESENTATIVE_IMAGES} training images)")
     export.add_argument("--out", metavar="DIR",
                         help="export folder (default: <run folder>/export/<form>)")
     export.add_argument("--version", type=int, metavar="N",
                         help="savedmodel only: the version folder under --out (default: 1)")
     export.add_argument("--force", action="store_true",
                         help="replace an existing export (for savedmodel: only its version folder)")
-    export.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="POINTS",
+    export.add_argument("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP, metavar="POINTS",
                         help="fail if test accuracy falls more than this many percentage points "
-                             "below the Keras model's (default: 0.5)")
+                             f"below the Keras model's (default: {DEFAULT_MAX_ACCURACY_DROP:g})")
     _add_data_options(export)
     export.set_defaults(handler=cmd_export)
-    # --- end export ---
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Handwritten digits with TensorFlow: get MNIST, train, evaluate, "
+                    "predict on your own images, serve a drawing page, export.",
+        epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for add_parser in (_data_parser, _train_parser, _finetune_parser, _evaluate_parser, _ensemble_parser,
+                       _predict_parser, _serve_parser, _feedback_parser, _export_parser):
+        add_parser(commands)
     return parser
 
 
@@ -442,7 +463,7 @@ def _positive(args) -> None:
     for name in ("epochs", "batch_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise MnistDigitsError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
 def main(argv: list[str] | None = None) -> int:

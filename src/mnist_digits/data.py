@@ -184,7 +184,7 @@ def _has_any_files(folder: Path) -> bool:
     return (folder / KERAS_NPZ[0]).is_file() or any(_find_file(folder, key) for key in FILES)
 
 
-def download(folder: Path, mirrors: list[str], progress: bool = True) -> None:
+def download(folder: Path, mirrors: list[str]) -> None:
     """Fetch the missing files into `folder` from the first mirror that serves them intact.
 
     Each download goes to a temporary folder beside the cache, is checked against its
@@ -232,8 +232,7 @@ def mirror_list(mirror: str | None = None) -> list[str]:
     return ([first] if first else []) + [m for m in MIRRORS if m != first]
 
 
-def locate(data_dir: str | Path | None = None, mirror: str | None = None,
-           progress: bool = True) -> Path:
+def locate(data_dir: str | Path | None = None, mirror: str | None = None) -> Path:
     """The folder the data will be read from, downloading into the cache if needed."""
     named = data_dir or os.environ.get("MNIST_DIGITS_DATA")
     if named:
@@ -251,14 +250,14 @@ def locate(data_dir: str | Path | None = None, mirror: str | None = None,
         return folder
     folder = cache_dir()
     if not (folder / KERAS_NPZ[0]).is_file():
-        download(folder, mirror_list(mirror), progress)
+        download(folder, mirror_list(mirror))
     return folder
 
 
 def load_mnist(data_dir: str | Path | None = None, mirror: str | None = None,
-               validation_size: int = VALIDATION_SIZE, progress: bool = True) -> Mnist:
+               validation_size: int = VALIDATION_SIZE) -> Mnist:
     """Load MNIST, verified, split into train / validation / test uint8 arrays."""
-    folder = locate(data_dir, mirror, progress)
+    folder = locate(data_dir, mirror)
     named = bool(data_dir or os.environ.get("MNIST_DIGITS_DATA"))
     use_npz = (folder / KERAS_NPZ[0]).is_file() and not all(
         _find_file(folder, key) for key in FILES
@@ -273,7 +272,7 @@ def load_mnist(data_dir: str | Path | None = None, mirror: str | None = None,
             found = _find_file(folder, key)
             if found and sha256_of(found[0]) != found[1]:
                 found[0].unlink()
-        download(folder, mirror_list(mirror), progress)
+        download(folder, mirror_list(mirror))
         arrays, checksums = _load_idx_folder(folder)
     x, y = arrays["x_train"], arrays["y_train"]
     cut = len(x) - validation_size

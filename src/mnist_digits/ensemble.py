@@ -11,15 +11,17 @@ use it like any other model, with safe_mode and without code of ours.
 
 from __future__ import annotations
 
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from . import runs
+from .classifiers import KerasClassifier, load_keras_model
 from .data import Mnist
 from .errors import UsageError
+from .pipeline import run_config, train_run, write_evaluation
+
+MEMBERS_DIR = "members"  # each member's own run folder, under the ensemble's
 
 # Test-time augmentation: the image itself, rotated 6 degrees each way, and scaled 7% down
 # and up -- inside the distortions the cnn recipe trains on (10 degrees, 10%). One-pixel
@@ -87,8 +89,8 @@ def combine(models: list, name: str = "ensemble", test_time_augmentation: bool =
 
 
 def _member_summary(run_dir: Path) -> dict:
-    classifier_info = runs.read_json(run_dir / "metrics.json")
-    config = runs.read_json(run_dir / "config.json")
+    classifier_info = runs.read_json(run_dir / runs.METRICS_FILE)
+    config = runs.read_json(run_dir / runs.CONFIG_FILE)
     return {"run": str(run_dir), "model": config.get("model"), "seed": config.get("seed"),
             "test_accuracy": classifier_info.get("test", {}).get("accuracy"),
             "train_seconds": config.get("train_seconds")}
@@ -96,37 +98,26 @@ def _member_summary(run_dir: Path) -> dict:
 
 def _write_ensemble_run(member_dirs: list[Path], data: Mnist, run_dir: Path, name: str,
                         test_time_augmentation: bool, extra_config: dict) -> tuple[Path, dict]:
-    from .pipeline import library_versions, write_evaluation
-
-    members = [runs.load_keras_model(Path(d) / runs.MODEL_FILE) for d in member_dirs]
+    members = [load_keras_model(Path(d) / runs.MODEL_FILE) for d in member_dirs]
     model = combine(members, name=name.replace("-", "_"), test_time_augmentation=test_time_augmentation)
     runs.save_keras_model(model, run_dir / runs.MODEL_FILE)
     summaries = [_member_summary(Path(d)) for d in member_dirs]
-    config = {
-        "model": name,
-        "members": summaries,
-        "test_time_augmentation": ([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
-                                   if test_time_augmentation else None),
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(model.count_params()),
-        "train_seconds": round(sum(s["train_seconds"] or 0 for s in summaries), 2),
-        **extra_config,
-    }
-    runs.write_json(run_dir / "config.json", config)
-    evaluation = write_evaluation(runs.KerasClassifier(model, name), data, run_dir, config)
+    config = run_config(
+        name, data, model, members=summaries,
+        test_time_augmentation=([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
+                                if test_time_augmentation else None),
+        train_seconds=round(sum(s["train_seconds"] or 0 for s in summaries), 2), **extra_config)
+    runs.write_json(run_dir / runs.CONFIG_FILE, config)
+    evaluation = write_evaluation(KerasClassifier(model, name), data, run_dir, config)
     return run_dir, evaluation.metrics
 
 
 def _finished_member(member_dir: Path, model_name: str, recipe: dict) -> bool:
     """Whether `member_dir` holds a member trained to the end with this model and recipe;
     one trained differently is refused rather than silently mixed in."""
-    if not (member_dir / runs.MODEL_FILE).is_file() or not (member_dir / "metrics.json").is_file():
+    if not (member_dir / runs.MODEL_FILE).is_file() or not (member_dir / runs.METRICS_FILE).is_file():
         return False
-    config = runs.read_json(member_dir / "config.json")
+    config = runs.read_json(member_dir / runs.CONFIG_FILE)
     if config.get("model") != model_name or config.get("recipe") != recipe:
         raise UsageError(f"{member_dir} was trained with another model or recipe; "
                          "resume with the same --model, --epochs and --batch-size, or use --force")
@@ -142,8 +133,7 @@ def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path |
     run folder under members/. Returns (folder, metrics, interrupted); after Ctrl-C the
     ensemble holds the members finished so far. With `resume`, members already trained to
     the end in `out` (after Ctrl-C, a crash, or for a smaller ensemble) are kept, not retrained."""
-    from .pipeline import train_run
-    from .training import recipe_dict, recipe_for
+    from .training import recipe_dict, recipe_for  # not at start-up: it loads TensorFlow
 
     if members < 1:
         raise UsageError(f"--ensemble must be at least 1 (got {members})")
@@ -151,12 +141,12 @@ def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path |
         raise UsageError("--resume needs the --out folder of the ensemble to continue, and no --force")
     name = f"{model_name}-ensemble{members}"
     run_dir = Path(out) if resume else runs.prepare_run_dir(out or runs.default_run_dir(name), force)
-    if resume and not (run_dir / "members").is_dir():
+    if resume and not (run_dir / MEMBERS_DIR).is_dir():
         raise UsageError(f"{run_dir} holds no ensemble members to resume; leave out --resume to start one")
     recipe = recipe_dict(recipe_for(model_name, epochs, batch_size))
     member_dirs, interrupted = [], False
     for index in range(members):
-        member_dir = run_dir / "members" / f"seed-{seed + index}"
+        member_dir = run_dir / MEMBERS_DIR / f"seed-{seed + index}"
         member_dirs.append(member_dir)
         which = f"Member {index + 1} of {members} (seed {seed + index})"
         if resume and _finished_member(member_dir, model_name, recipe):

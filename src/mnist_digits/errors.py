@@ -28,6 +28,10 @@ class InputImageError(MnistDigitsError):
     """An image that cannot be read or holds no digit."""
 
 
+class NoDigitFound(InputImageError):
+    """A readable image with no digit in it (a blank canvas, no contrast)."""
+
+
 class FeedbackStoreError(MnistDigitsError):
     """A feedback database that cannot be opened, migrated, read or written."""
 

@@ -1,4 +1,4 @@
-"""Exports of a trained model, and the loaders that read them back as classifiers.
+"""Writing exports of a trained model (classifiers.py reads them back).
 
     savedmodel      <out>/<version>/saved_model.pb + variables/   (TensorFlow Serving layout)
     tflite          <out>/model.tflite   float32, or --quantize float16 / int8 (full integer)
@@ -9,8 +9,8 @@ built in a hidden folder beside its target, measured on the full test set, and r
 into place only if it passed: a failed, interrupted or too-inaccurate export leaves
 nothing under the requested name.
 
-The loaders give the same interface as runs.KerasClassifier (.name, .info, .temperature,
-.predict_proba), so evaluate, predict and serve take exports as they take Keras models.
+classifiers.load_classifier loads an export as it loads a Keras model, so evaluate, predict
+and serve take exports as they take Keras models.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,25 +26,22 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
+from .classifiers import (INFO_FILE, INPUT_NAME, OUTPUT_NAME, SIGNATURE, TFLITE_FILE, KerasClassifier,
+                          load_classifier, load_export)
 from .data import Mnist, sha256_of, to_model_input
 from .evaluation import per_class_metrics
 from .errors import MnistDigitsError, ModelFileError, RunFolderError, UsageError, first_line
-from .tensorflow_import import import_tensorflow_quietly, quiet_stderr
+from .model_card import render_model_card
+from .tensorflow_import import quiet_stderr
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("float32", "float16", "int8")  # TFLite only
 
-SIGNATURE = "serving_default"
-INPUT_NAME = "images"  # float32 [batch, 28, 28], 0-1, white digit on black
-OUTPUT_NAME = "probabilities"  # float32 [batch, 10], softmax
-TFLITE_FILE = "model.tflite"
-INFO_FILE = "model_info.json"
 CARD_FILE = "MODEL_CARD.md"
 SIDE_FILES = (INFO_FILE, CARD_FILE)
 
 DEFAULT_MAX_ACCURACY_DROP = 0.5  # percentage points of test accuracy an export may lose
 REPRESENTATIVE_IMAGES = 500  # training images that calibrate int8 ranges
-BATCH_SIZE = 1024
 
 
 class AccuracyDropError(MnistDigitsError):
@@ -64,16 +60,6 @@ class ExportResult:
     source_size_bytes: int
     max_abs_difference: float  # largest |p_export - p_keras| over the test set
     card: Path
-
-
-def format_size(size_bytes: int | None) -> str:
-    if size_bytes is None:
-        return "?"
-    if size_bytes < 1024:
-        return f"{size_bytes} bytes"
-    if size_bytes < 1024 ** 2:
-        return f"{size_bytes / 1024:.1f} KB"
-    return f"{size_bytes / 1024 ** 2:.2f} MB"
 
 
 def form_name(format: str, quantize: str | None = None) -> str:
@@ -116,8 +102,8 @@ def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel"
     form = form_name(format, quantize)
     if format == "savedmodel":
         version = version or 1
-    source = runs.load_classifier(model_path)
-    if not isinstance(source, runs.KerasClassifier):
+    source = load_classifier(model_path)
+    if not isinstance(source, KerasClassifier):
         raise ModelFileError(f"{model_path} is already an export; export from the run folder "
                              "or .keras file it came from")
     out = Path(out) if out else default_out(model_path, form)
@@ -157,8 +143,6 @@ def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel"
             "per_class": per_class_metrics(labels, export_probabilities.argmax(axis=1)),
         })
         runs.write_json(staging / INFO_FILE, info)
-        from .model_card import render_model_card
-
         runs.write_text(staging / CARD_FILE, render_model_card(info))
         _make_readable(staging)
         _move_into_place(staging, target)
@@ -330,199 +314,3 @@ def _litert_version() -> str:
         return version("ai-edge-litert")
     except PackageNotFoundError:
         return "not installed"
-
-
-# --- loading -----------------------------------------------------------------------------
-
-def find_export(path: str | Path) -> tuple[str, Path] | None:
-    """("tflite" | "savedmodel", the file or folder to load), or None if `path` is no export.
-
-    Accepts a .tflite file, a folder holding model.tflite, a SavedModel folder, and a TF
-    Serving base folder (its highest numbered version, as TF Serving serves by default).
-    """
-    path = Path(path)
-    if path.is_file():
-        return ("tflite", path) if path.suffix == ".tflite" else None
-    if not path.is_dir():
-        return None
-    if (path / "saved_model.pb").is_file():
-        return "savedmodel", path
-    if (path / TFLITE_FILE).is_file():
-        return "tflite", path / TFLITE_FILE
-    versions = sorted((int(entry.name), entry) for entry in path.iterdir()
-                      if entry.is_dir() and entry.name.isdigit() and (entry / "saved_model.pb").is_file())
-    return ("savedmodel", versions[-1][1]) if versions else None
-
-
-def load_export(path: str | Path):
-    """The export at `path` as a classifier, or None if `path` is not an export."""
-    found = find_export(path)
-    if found is None:
-        return None
-    kind, location = found
-    folder = location if kind == "savedmodel" else location.parent
-    info = _read_info(folder)
-    files = info.get("export", {}).get("files", {})
-    if kind == "tflite":  # only the file being loaded, which may have been renamed
-        files = {location.name: files[location.name]} if location.name in files else {}
-    _verify_files(folder, files)
-    if kind == "savedmodel":
-        return SavedModelClassifier(location, info)
-    return TFLiteClassifier(location, info)
-
-
-def _read_info(folder: Path) -> dict:
-    """classifier.info: the source run's metrics, plus "config" and "export"."""
-    stored = runs.read_json(folder / INFO_FILE)
-    if not stored:
-        return {}
-    return {**stored.get("metrics", {}), "config": stored.get("config", {}),
-            "export": stored.get("export", {})}
-
-
-def _verify_files(folder: Path, files: dict[str, str]) -> None:
-    for name, expected in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise ModelFileError(f"{path} is missing; the export is incomplete: export it again")
-        if sha256_of(path) != expected:
-            raise ModelFileError(f"{path}: checksum differs from {INFO_FILE}; the file is damaged: "
-                                 "export it again")
-
-
-def _display_name(info: dict, fallback: str, form: str) -> str:
-    model = info.get("export", {}).get("model") or info.get("config", {}).get("model") or fallback
-    return f"{model} ({form.replace('-', ' ')})"
-
-
-class _ExportedClassifier:
-    """What both loaders share with runs.KerasClassifier."""
-
-    info: dict
-
-    @property
-    def temperature(self) -> float:
-        return float(self.info.get("calibration", {}).get("temperature", 1.0))
-
-    @property
-    def parameter_count(self) -> int:
-        parameters = self.info.get("config", {}).get("parameters")
-        if parameters is None:
-            raise AttributeError("parameter_count is unknown for an export without model_info.json")
-        return int(parameters)
-
-    @staticmethod
-    def _as_batch(images) -> np.ndarray:
-        return np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
-
-
-class SavedModelClassifier(_ExportedClassifier):
-    """A SavedModel's serving_default signature. Concrete functions are thread-safe."""
-
-    def __init__(self, folder: Path, info: dict):
-        import_tensorflow_quietly()
-        import tensorflow as tf
-
-        try:
-            self._loaded = tf.saved_model.load(str(folder))  # kept: it owns the variables
-        except Exception as error:  # TF raises many types for a damaged SavedModel
-            raise ModelFileError(f"{folder}: cannot load the SavedModel ({first_line(error)}); "
-                                 "the export is damaged: export it again") from None
-        signature = self._loaded.signatures.get(SIGNATURE)
-        if signature is None:
-            raise ModelFileError(f"{folder}: the SavedModel has no {SIGNATURE!r} signature; "
-                                 "export it with mnist-digits export")
-        inputs = list(signature.structured_input_signature[1])
-        outputs = list(signature.structured_outputs)
-        if len(inputs) != 1:
-            raise ModelFileError(f"{folder}: {SIGNATURE} takes {len(inputs)} inputs; expected one "
-                                 "batch of 28x28 images")
-        self._signature, self._input = signature, inputs[0]
-        self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-        self.path, self.info = folder, info
-        self.name = _display_name(info, folder.name, "savedmodel")
-
-    def predict_proba(self, images) -> np.ndarray:
-        import tensorflow as tf
-
-        images = self._as_batch(images)
-        if len(images) == 0:
-            return np.zeros((0, 10), dtype=np.float32)
-        batches = (tf.constant(images[start:start + BATCH_SIZE])
-                   for start in range(0, len(images), BATCH_SIZE))
-        return np.concatenate([self._signature(**{self._input: batch})[self._output].numpy()
-                               for batch in batches])
-
-
-class TFLiteClassifier(_ExportedClassifier):
-    """A .tflite file run by the LiteRT interpreter.
-
-    One interpreter behind a lock (an interpreter is not thread-safe); its input is
-    resized to the batch when the batch size changes. Integer models get their input
-    quantised and their output dequantised with the tensors' own scale and zero point.
-    """
-
-    def __init__(self, path: Path, info: dict):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            with quiet_stderr():
-                self._interpreter = Interpreter(model_path=str(path))
-                self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise ModelFileError(f"{path}: not a usable TFLite model ({first_line(error)}); "
-                                 "the file is damaged or not a .tflite flatbuffer") from None
-        input_detail = self._interpreter.get_input_details()
-        output_detail = self._interpreter.get_output_details()
-        if len(input_detail) != 1 or int(np.prod(input_detail[0]["shape"][1:])) != 28 * 28 \
-                or len(output_detail) != 1 or int(output_detail[0]["shape"][-1]) != 10:
-            raise ModelFileError(f"{path}: not a digit classifier (expected one input of 28x28 "
-                                 "images and one output of 10 probabilities)")
-        self._input, self._output = input_detail[0], output_detail[0]
-        self._image_shape = tuple(int(d) for d in self._input["shape"][1:])
-        self._batch = int(self._input["shape"][0])
-        self._lock = threading.Lock()
-        self.path, self.info = path, info
-        form = info.get("export", {}).get("form") or f"tflite-{np.dtype(self._input['dtype']).name}"
-        self.name = _display_name(info, path.stem, form)
-
-    def predict_proba(self, images) -> np.ndarray:
-        images = self._as_batch(images)
-        if len(images) == 0:
-            return np.zeros((0, 10), dtype=np.float32)
-        with self._lock:
-            return np.concatenate([self._invoke(images[start:start + BATCH_SIZE])
-                                   for start in range(0, len(images), BATCH_SIZE)])
-
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        interpreter = self._interpreter
-        if len(batch) != self._batch:
-            interpreter.resize_tensor_input(self._input["index"], [len(batch), *self._image_shape])
-            interpreter.allocate_tensors()
-            self._batch = len(batch)
-        interpreter.set_tensor(self._input["index"],
-                               _quantize(batch.reshape(len(batch), *self._image_shape), self._input))
-        interpreter.invoke()
-        probabilities = _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
-        if np.issubdtype(self._output["dtype"], np.integer):
-            # Integer outputs come in steps of 1/256 and need not sum to 1; renormalise so
-            # temperature scaling and the displayed confidences see a distribution.
-            probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
-        return probabilities.reshape(len(batch), 10)
-
-
-def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = detail["dtype"]
-    if not np.issubdtype(dtype, np.integer):
-        return values.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    limits = np.iinfo(dtype)
-    return np.clip(np.round(values / scale + zero_point), limits.min, limits.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    if not np.issubdtype(detail["dtype"], np.integer):
-        return values.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * np.float32(scale)
-

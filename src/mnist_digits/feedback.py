@@ -50,6 +50,13 @@ CHECKSUM_FILE = "SHA256SUMS"
 # one drawing is repeated to reach it.
 EXTRA_SHARE = 0.05
 MAX_REPEATS = 50
+# Fine-tuning (pipeline.finetune_run): a few epochs at a tenth of the recipe's learning
+# rate, from the run's weights.
+FINETUNE_EPOCHS = 3
+FINETUNE_LEARNING_RATE_FACTOR = 0.1
+# Training on collected drawings may cost this many points of MNIST test accuracy, no more,
+# before the report and the command say so.
+MAX_MNIST_DROP_POINTS = 0.3
 
 metadata = sa.MetaData()
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))

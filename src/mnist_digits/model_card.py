@@ -5,7 +5,16 @@ call it, and what it is not for. Rendered from model_info.json content alone:
 
 from __future__ import annotations
 
-from .export import format_size
+
+def format_size(size_bytes: int | None) -> str:
+    """A file size for people: 812 bytes, 398.2 KB, 1.27 MB ("?" if unknown)."""
+    if size_bytes is None:
+        return "?"
+    if size_bytes < 1024:
+        return f"{size_bytes} bytes"
+    if size_bytes < 1024 ** 2:
+        return f"{size_bytes / 1024:.1f} KB"
+    return f"{size_bytes / 1024 ** 2:.2f} MB"
 
 
 def render_model_card(info: dict) -> str:
@@ -70,7 +79,7 @@ def _how_to_call(form: str, export: dict) -> str:
   digits 0-9; the answer is the index of the largest.
 - Signature `{name}`. With mnist-digits, any export works like a run folder:
   `mnist-digits predict EXPORT image.png`, `mnist-digits evaluate EXPORT --out DIR`,
-  `mnist-digits serve EXPORT`, or in Python `mnist_digits.runs.load_classifier(EXPORT).predict_proba(images)`.
+  `mnist-digits serve EXPORT`, or in Python `mnist_digits.load_classifier(EXPORT).predict_proba(images)`.
 """
     if form == "savedmodel":
         text += f"""

@@ -14,6 +14,7 @@ from .errors import UsageError
 # Builders import Keras themselves: listing the models (e.g. for --help) must not pay
 # for TensorFlow's import.
 MODELS: dict[str, Callable] = {}
+DEFAULT_MODEL = "mlp"
 
 
 def register(name: str):

@@ -8,20 +8,17 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import figures, report, runs
 import numpy as np
 
+from . import figures, report, runs
+from .classifiers import KerasClassifier, load_classifier
 from .data import Mnist, to_model_input
 from .errors import UsageError
 from .evaluation import Evaluation, evaluate
+from .feedback import (FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE_FACTOR, MAX_MNIST_DROP_POINTS,
+                       join_training)
 
 FIGURES = ("training_history", "confusion_matrix", "misclassified")
-# Training on collected drawings may cost this many points of MNIST test accuracy, no more,
-# before the report and the command say so.
-MAX_MNIST_DROP_POINTS = 0.3
-# Fine-tuning: a few epochs at a tenth of the recipe's learning rate, from the run's weights.
-FINETUNE_EPOCHS = 3
-FINETUNE_LEARNING_RATE_FACTOR = 0.1
 
 
 def library_versions() -> dict:
@@ -32,6 +29,21 @@ def library_versions() -> dict:
     return {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
             "keras": keras.__version__, "numpy": numpy.__version__,
             "platform": platform.platform()}
+
+
+def run_config(model_name: str, data: Mnist, model, **details) -> dict:
+    """config.json of a run: the model and `details` (seed, recipe, members...), then what
+    every run records: the command, when, the data it saw, library versions, parameters."""
+    return {
+        "model": model_name,
+        **details,
+        "command": " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"source": str(data.source), "sha256": data.checksums,
+                 "train": len(data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
+        "versions": library_versions(),
+        "parameters": int(model.count_params()),
+    }
 
 
 def held_out_accuracy(classifier, extra) -> float | None:
@@ -63,18 +75,18 @@ def write_evaluation(classifier, data: Mnist, out: Path, config: dict,
     result.metrics = metrics = {"model": config.get("model", classifier.name), **result.metrics}
     if extra is not None:
         metrics["collected"] = collected_metrics(classifier, extra, metrics["test"]["accuracy"], before)
-    runs.write_json(out / "metrics.json", metrics)
+    runs.write_json(out / runs.METRICS_FILE, metrics)
     drawn = []
     if history:
-        figures.training_history(history, out / "figures" / "training_history.png",
+        figures.training_history(history, out / runs.FIGURES_DIR / "training_history.png",
                                  title=f"{metrics['model']}: training history")
         drawn.append("training_history")
-    figures.confusion_matrix(metrics["confusion_matrix"], out / "figures" / "confusion_matrix.png",
+    figures.confusion_matrix(metrics["confusion_matrix"], out / runs.FIGURES_DIR / "confusion_matrix.png",
                              title=f"{metrics['model']}: confusion matrix (test set)")
     figures.misclassified(data.x_test, data.y_test, result.test_probabilities,
-                          out / "figures" / "misclassified.png")
+                          out / runs.FIGURES_DIR / "misclassified.png")
     drawn += ["confusion_matrix", "misclassified"]
-    report.write_report(out / "report.md", metrics, config, history, drawn)
+    report.write_report(out / runs.REPORT_FILE, metrics, config, history, drawn)
     return result
 
 
@@ -102,7 +114,7 @@ def finetune_run(run: str | Path, data: Mnist, extra, out: str | Path | None = N
 
     from .training import Recipe, seed_everything
 
-    base = runs.load_classifier(run)
+    base = load_classifier(run)
     base_config = base.info.get("config", {})
     if not hasattr(base, "model") or "recipe" not in base_config:
         raise UsageError(f"{run}: fine-tuning needs a run folder written by mnist-digits train")
@@ -122,37 +134,24 @@ def _fit_run(model, model_name: str, recipe, data: Mnist, out, force: bool, seed
              verbose, arguments: dict | None, extra=None, before: dict | None = None):
     import keras
 
-    from .feedback import join_training
     from .training import fit, recipe_dict
 
     run_dir = runs.prepare_run_dir(out, force)
     training_data, repeats = join_training(data, extra) if extra is not None else (data, 0)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD_DIR))
     result = fit(model, training_data, recipe, seed, [tensorboard], verbose)
     runs.save_keras_model(result.model, run_dir / runs.MODEL_FILE)
-    runs.write_history_csv(result.history, run_dir / "history.csv")
-    config = {
-        "model": model_name,
-        "seed": seed,
-        "recipe": recipe_dict(result.recipe),
-        "arguments": arguments or {},
-        "command": " ".join(sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"source": str(data.source), "sha256": data.checksums,
-                 "train": len(training_data.x_train), "validation": len(data.x_val), "test": len(data.x_test)},
-        "versions": library_versions(),
-        "parameters": int(result.model.count_params()),
-        "train_seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch,
-        "interrupted": result.interrupted,
-    }
+    runs.write_history_csv(result.history, run_dir / runs.HISTORY_FILE)
+    config = run_config(model_name, training_data, result.model, seed=seed, recipe=recipe_dict(result.recipe),
+                        arguments=arguments or {}, train_seconds=round(result.seconds, 2),
+                        best_epoch=result.best_epoch, interrupted=result.interrupted)
     if extra is not None:
         config["extra_data"] = {"source": extra.source, "train": len(extra.y_train),
                                 "held_out": len(extra.y_held_out), "repeats": repeats}
     if before is not None:
         config["finetuned_from"] = before["run"]
-    runs.write_json(run_dir / "config.json", config)
-    classifier = runs.KerasClassifier(result.model, model_name)
+    runs.write_json(run_dir / runs.CONFIG_FILE, config)
+    classifier = KerasClassifier(result.model, model_name)
     evaluation = write_evaluation(classifier, data, run_dir, config, result.history, extra, before)
     return run_dir, evaluation.metrics, result.interrupted
 
@@ -160,17 +159,17 @@ def _fit_run(model, model_name: str, recipe, data: Mnist, out, force: bool, seed
 def evaluate_model(path: str | Path, data: Mnist, out: str | Path | None = None,
                    force: bool = False) -> tuple[Path, dict]:
     """Evaluate a saved model (run folder, .keras, or export) into `out`."""
-    classifier = runs.load_classifier(path)
+    classifier = load_classifier(path)
     path = Path(path)
     in_place = path.is_dir() and (path / runs.MODEL_FILE).is_file()  # a run folder
     out_dir = Path(out) if out else path if in_place else path.parent / f"{path.stem}-evaluation"
     if out_dir != path:
         out_dir = runs.prepare_run_dir(out_dir, force)
     else:
-        (out_dir / "figures").mkdir(exist_ok=True)
+        (out_dir / runs.FIGURES_DIR).mkdir(exist_ok=True)
     # The classifier's own name: an export says which form it is ("mlp (tflite int8)").
     config = {**classifier.info.get("config", {}), "model": classifier.name}
-    history_file = path / "history.csv"
+    history_file = path / runs.HISTORY_FILE
     history = runs.read_history_csv(history_file) if history_file.is_file() else None
     evaluation = write_evaluation(classifier, data, out_dir, config, history)
     return out_dir, evaluation.metrics

@@ -3,7 +3,7 @@ probabilities, and whether the answer is unsure. Shared by `mnist-digits predict
 the HTTP server, so every method is safe to call from several threads at once.
 
     predictor = Predictor.from_path("runs/mlp-...")
-    predictor.predict_image("my_seven.jpg")   # {"digit": 7, "confidence": 0.98, ...}
+    predictor.predict_image("my_seven.jpg")   # Answer(digit=7, confidence=0.98, ...)
 """
 
 from __future__ import annotations
@@ -12,23 +12,38 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError, InputImageError
-from .evaluation import apply_temperature
+from .evaluation import UNSURE_BELOW, apply_temperature
 from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
 
-# Below this calibrated confidence an answer is marked unsure. Calibrated on the
-# validation split, so a confidence c means "right about c of the time" on MNIST-like
-# digits. On photo-like test inputs, 0.9 flags about 8% of answers and 70% of the
-# wrong ones.
-UNSURE_BELOW = 0.9
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
 WORKERS_FROM = 2000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the model read in one image."""
+
+    digit: int
+    confidence: float  # calibrated probability of `digit`
+    probabilities: list[float]  # calibrated, one per digit 0-9
+    unsure: bool  # confidence below the predictor's threshold
+    # The 28x28 the model saw, when the answer came from an image.
+    prepared: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that got no answer, and why, in one line."""
+
+    error: str
 
 
 class Predictor:
@@ -36,14 +51,14 @@ class Predictor:
 
     def __init__(self, classifier, unsure_below: float = UNSURE_BELOW):
         self.classifier = classifier
-        self.temperature = float(getattr(classifier, "temperature", 1.0))
+        self.temperature = float(classifier.temperature)
         self.unsure_below = float(unsure_below)
         # The classifier's traced function is not promised to be re-entrant: one call at a time.
         self._model_lock = threading.Lock()
 
     @classmethod
     def from_path(cls, path, **kwargs) -> "Predictor":
-        from .runs import load_classifier
+        from .classifiers import load_classifier  # not at start-up: it may load TensorFlow
 
         return cls(load_classifier(path), **kwargs)
 
@@ -56,43 +71,33 @@ class Predictor:
             raw = np.asarray(self.classifier.predict_proba(images), dtype=np.float64)
         return apply_temperature(raw, self.temperature)
 
-    def _answer(self, probabilities: np.ndarray) -> dict:
+    def _answer(self, probabilities: np.ndarray, prepared: np.ndarray | None = None) -> Answer:
         digit = int(np.argmax(probabilities))
         confidence = float(probabilities[digit])
-        return {
-            "digit": digit,
-            "confidence": confidence,
-            "probabilities": [float(p) for p in probabilities],
-            "unsure": confidence < self.unsure_below,
-        }
+        return Answer(digit, confidence, [float(p) for p in probabilities],
+                      confidence < self.unsure_below, prepared)
 
-    def predict_prepared(self, images) -> list[dict]:
+    def predict_prepared(self, images) -> list[Answer]:
         """Answers for images already prepared (n, 28, 28), one model call."""
         return [self._answer(row) for row in self.probabilities(images)]
 
-    def predict_image(self, source) -> dict:
-        """The answer for one image (path, bytes, PIL image or array), with "prepared"
-        (the 28x28 the model saw). Raises InputImageError for bad input or no digit."""
+    def predict_image(self, source) -> Answer:
+        """The answer for one image (path, bytes, PIL image or array), with `prepared`.
+        Raises InputImageError for bad input (NoDigitFound for an image with no digit)."""
         prepared = prepare(source)
-        answer = self.predict_prepared(prepared[None])[0]
-        answer["prepared"] = prepared
-        return answer
+        return self._answer(self.probabilities(prepared[None])[0], prepared)
 
-    def predict_images(self, sources: Iterable) -> list[dict]:
-        """Answers for many images in order: each the answer dict (with "prepared") or
-        {"error": "<one line>"}; the good ones go through the model in one call."""
+    def predict_images(self, sources: Iterable) -> list[Answer | Failure]:
+        """An Answer (with `prepared`) or a Failure for each image, in order; the good
+        ones go through the model in one call."""
         return self.answer_prepared(prepare_many(sources))
 
-    def answer_prepared(self, results: list[tuple[np.ndarray | None, str | None]]) -> list[dict]:
+    def answer_prepared(self, results: list[tuple[np.ndarray | None, str | None]]) -> list[Answer | Failure]:
         """Answers for `prepare_many` results: one model call for all the good ones."""
-        answers: list[dict] = [{"error": error} if error is not None else {} for _, error in results]
-        good = [i for i, (image, _) in enumerate(results) if image is not None]
-        if good:
-            batch = np.stack([results[i][0] for i in good])
-            for i, answer in zip(good, self.predict_prepared(batch)):
-                answer["prepared"] = results[i][0]
-                answers[i] = answer
-        return answers
+        good = [image for image, _ in results if image is not None]
+        calibrated = iter(self.probabilities(np.stack(good)) if good else [])
+        return [Failure(error) if image is None else self._answer(next(calibrated), image)
+                for image, error in results]
 
 
 # --- inputs: files, folders and batches -> (name, source) pairs ----------------------
@@ -173,7 +178,7 @@ def _worker_context():
 
 
 def predict_inputs(predictor: Predictor | Callable[[], Predictor], inputs: Iterable[tuple[str, object]],
-                   chunk_size: int = 256, workers: int | None = None) -> Iterator[tuple[str, dict]]:
+                   chunk_size: int = 256, workers: int | None = None) -> Iterator[tuple[str, Answer | Failure]]:
     """(name, answer) for each input, in order, a chunk at a time (one model call per
     chunk), so a big folder streams instead of waiting for the end.
 
@@ -202,7 +207,7 @@ def predict_inputs(predictor: Predictor | Callable[[], Predictor], inputs: Itera
             answers = iter(predictor.answer_prepared(results))
             for name, source in chunk:
                 if isinstance(source, InputImageError):
-                    yield name, {"error": str(source)}
+                    yield name, Failure(str(source))
                 else:
                     yield name, next(answers)
     finally:
@@ -229,20 +234,20 @@ def prepared_png_name(name: str, used: set[str]) -> str:
 # --- answers as the command prints them -------------------------------------------------
 
 
-def answer_record(name: str, answer: dict) -> dict:
+def answer_record(name: str, answer: Answer | Failure) -> dict:
     """The JSON object for one input: file, digit, confidence, probabilities, unsure --
     or file, error."""
-    if "error" in answer:
-        return {"file": name, "error": answer["error"]}
-    return {"file": name, "digit": answer["digit"], "confidence": round(answer["confidence"], 6),
-            "probabilities": [round(p, 6) for p in answer["probabilities"]],
-            "unsure": answer["unsure"]}
+    if isinstance(answer, Failure):
+        return {"file": name, "error": answer.error}
+    return {"file": name, "digit": answer.digit, "confidence": round(answer.confidence, 6),
+            "probabilities": [round(p, 6) for p in answer.probabilities],
+            "unsure": answer.unsure}
 
 
-def answer_line(name: str, answer: dict, top_k: int = 3) -> str:
+def answer_line(name: str, answer: Answer, top_k: int) -> str:
     """One line for a person: `seven.jpg: 7  98.4%  (top 3: 7 98.4%, 1 1.0%, 2 0.3%)`."""
-    probabilities = answer["probabilities"]
+    probabilities = answer.probabilities
     ranked = sorted(range(10), key=lambda digit: -probabilities[digit])[:top_k]
     top = ", ".join(f"{digit} {probabilities[digit]:.1%}" for digit in ranked)
-    flag = "  unsure" if answer["unsure"] else ""
-    return f"{name}: {answer['digit']}  {answer['confidence']:.1%}  (top {top_k}: {top}){flag}"
+    flag = "  unsure" if answer.unsure else ""
+    return f"{name}: {answer.digit}  {answer.confidence:.1%}  (top {top_k}: {top}){flag}"

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import InputImageError, first_line
+from .errors import InputImageError, NoDigitFound, first_line
 
 # Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
 # photo passes; a decompression bomb does not). Pillow's own limit is higher.
@@ -477,7 +477,7 @@ def prepare(source, return_steps: bool = False):
     with 3 or 4 channels; uint8, uint16, bool or float in [0, 1]). Returns a (28, 28)
     float32 array in [0, 1], white ink on black -- with `return_steps=True`, also an
     ordered dict of the intermediate images (step name -> 2-D array) for display.
-    Raises InputImageError for unreadable images and for ones with no digit in them.
+    Raises InputImageError for unreadable images, NoDigitFound for ones with no digit in them.
     """
     steps: OrderedDict[str, np.ndarray] = OrderedDict()
     gray = _gray_from_source(source)
@@ -491,11 +491,11 @@ def prepare(source, return_steps: bool = False):
     if return_steps:
         steps["ink"] = ink
     if flat is None:
-        raise InputImageError("no digit found (the image is blank or has almost no contrast)")
+        raise NoDigitFound("no digit found (the image is blank or has almost no contrast)")
     if return_steps:
         steps["flat"] = flat
     if mask is None:
-        raise InputImageError("no digit found (no ink left after removing the background)")
+        raise NoDigitFound("no digit found (no ink left after removing the background)")
     box = _ink_box(mask)
     cropped = flat[box]
     if return_steps:
@@ -507,7 +507,7 @@ def prepare(source, return_steps: bool = False):
     if return_steps:
         steps["fit"] = fitted
     if fitted.sum() <= 0:
-        raise InputImageError("no digit found (the ink vanished when scaled to 20 px)")
+        raise NoDigitFound("no digit found (the ink vanished when scaled to 20 px)")
     fitted = fitted / fitted.max()
     prepared = _centre(fitted)
     if return_steps:

@@ -3,7 +3,8 @@ side by side with what was measured."""
 
 from __future__ import annotations
 
-from .runs import write_text
+from .feedback import MAX_MNIST_DROP_POINTS
+from .runs import FIGURES_DIR, write_text
 
 # What the original write-up said, as loosely as it said it.
 WRITE_UP_CLAIMS = {
@@ -91,7 +92,7 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
               "", _training_accuracy_note(metrics, config), ""]
     if figures:
         lines += ["## Figures", ""]
-        lines += [f"![{name}](figures/{name}.png)" for name in figures]
+        lines += [f"![{name}]({FIGURES_DIR}/{name}.png)" for name in figures]
         lines.append("")
     return "\n".join(lines)
 
@@ -112,7 +113,8 @@ def _collected_section(collected: dict, extra_data: dict) -> list[str]:
                  f"{_percent(collected['held_out_accuracy'])} |")
     if collected.get("mnist_test_fell"):
         lines += ["", f"> **MNIST test accuracy fell by {collected['mnist_test_drop_points']:.2f} points** "
-                      "(more than 0.3): the collected drawings pulled the model away from MNIST."]
+                      f"(more than {MAX_MNIST_DROP_POINTS:g}): the collected drawings pulled the model "
+                      "away from MNIST."]
     return lines
 
 

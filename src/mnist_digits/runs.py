@@ -1,4 +1,4 @@
-"""The run folder: its layout, atomic writes, and loading a run or a model file.
+"""The run folder: its layout (the file names below), atomic writes, and reading it back.
 
     <run>/model.keras            the trained model (best validation accuracy)
     <run>/config.json            what is needed to repeat the run
@@ -19,16 +19,18 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
-from .errors import ModelFileError, RunFolderError, first_line
-from .tensorflow_import import import_tensorflow_quietly
+from .errors import ModelFileError, RunFolderError
 
 MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+FIGURES_DIR = "figures"
+REPORT_FILE = "report.md"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def default_run_dir(model_name: str) -> Path:
@@ -47,7 +49,7 @@ def prepare_run_dir(path: str | Path, force: bool = False) -> Path:
             )
         shutil.rmtree(path)
     try:
-        (path / "figures").mkdir(parents=True, exist_ok=True)
+        (path / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunFolderError(f"cannot create {path}: {error.strerror}") from None
     return path
@@ -115,77 +117,3 @@ def read_json(path: Path) -> dict:
         return {}
     except (OSError, ValueError) as error:
         raise ModelFileError(f"{path}: unreadable ({error}); the run folder is damaged") from None
-
-
-class KerasClassifier:
-    """A Keras model behind one interface: float images (n, 28, 28) -> probabilities (n, 10).
-
-    Inference goes through one traced tf.function over fixed-size batches (not
-    `model.predict`, which rebuilds its machinery on every call).
-    """
-
-    batch_size = 1024
-
-    def __init__(self, model, name: str, info: dict | None = None):
-        import tensorflow as tf
-
-        self.model = model
-        self.name = name
-        self.info = info or {}
-        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    @property
-    def temperature(self) -> float:
-        return float(self.info.get("calibration", {}).get("temperature", 1.0))
-
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
-        if len(images) == 0:
-            return np.zeros((0, 10), dtype=np.float32)
-        outputs = [np.asarray(self._call(images[start:start + self.batch_size]))
-                   for start in range(0, len(images), self.batch_size)]
-        return np.concatenate(outputs)
-
-    @property
-    def parameter_count(self) -> int:
-        return int(self.model.count_params())
-
-
-def load_keras_model(path: Path):
-    import_tensorflow_quietly()  # a no-op once TensorFlow is loaded
-    import keras
-
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: not a Keras model file (.keras files are zip archives); "
-                             "pass a run folder or a .keras file written by mnist-digits train")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a damaged archive
-        raise ModelFileError(f"{path}: cannot load the model ({first_line(error)}); "
-                             "the file is damaged or not from a compatible Keras") from None
-
-
-def load_classifier(path: str | Path):
-    """A run folder, a .keras file -- or an export (.tflite, SavedModel) -- as a classifier."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path} does not exist; pass a run folder or a model file")
-    if path.is_dir() and (path / MODEL_FILE).is_file():
-        info = read_json(path / "metrics.json")
-        info["config"] = read_json(path / "config.json")
-        model = load_keras_model(path / MODEL_FILE)
-        return KerasClassifier(model, info["config"].get("model", model.name), info)
-    if path.is_file() and path.suffix == ".keras":
-        model = load_keras_model(path)
-        sidecar = path.parent / "metrics.json"
-        info = read_json(sidecar) if path.name == MODEL_FILE else {}
-        return KerasClassifier(model, model.name, info)
-    from .export import load_export  # lazily: LiteRT and SavedModel loading
-
-    exported = load_export(path)  # .tflite, SavedModel folder, TF Serving base folder
-    if exported is not None:
-        return exported
-    raise ModelFileError(
-        f"{path} is not a model: pass a run folder (with {MODEL_FILE}), a .keras or .tflite file, "
-        "or a SavedModel folder"
-    )

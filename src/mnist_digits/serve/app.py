@@ -6,7 +6,7 @@
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
     GET  /docs, /redoc        OpenAPI docs (assets served here too)
-    POST /api/feedback, GET /api/feedback/summary   only with a feedback store (feedback_api.py)
+    POST /api/feedback, GET /api/feedback/summary   added by feedback_api.with_feedback
 
 An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where "image" is the
 28x28 picture the model saw after preparation, as a PNG data URL.
@@ -43,13 +43,12 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from .. import __version__, preprocess
-from ..errors import InputImageError
+from ..errors import InputImageError, NoDigitFound
+from ..predict import Answer, Failure
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 64
 STATIC_DIR = Path(__file__).parent / "static"
-# How preprocess.prepare begins its message for a readable image with nothing in it.
-NO_DIGIT = "no digit found"
 
 # The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
 # request itself so that one route takes both a form upload and a raw image body).
@@ -107,37 +106,38 @@ def image_data_url(prepared: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")
 
 
-def answer_json(answer: dict, image_url: str) -> dict:
+def answer_json(answer: Answer | Failure) -> dict:
+    """The API's JSON for an answer (with the prepared image), or {"error": "<one line>"}."""
+    if isinstance(answer, Failure):
+        return {"error": answer.error}
     return {
-        "digit": answer["digit"],
-        "confidence": answer["confidence"],
-        "probabilities": answer["probabilities"],
-        "unsure": answer["unsure"],
-        "image": image_url,
+        "digit": answer.digit,
+        "confidence": answer.confidence,
+        "probabilities": answer.probabilities,
+        "unsure": answer.unsure,
+        "image": image_data_url(answer.prepared),
     }
 
 
-def answer_or_http_error(predictor, data: bytes) -> dict:
-    """Image bytes -> the predictor's answer; HTTPException 422 for an image with no digit
-    (preprocess says "no digit found ..."), 400 for anything unreadable."""
+def answer_or_http_error(predictor, data: bytes) -> Answer:
+    """Image bytes -> the predictor's answer; HTTPException 422 for an image with no digit,
+    400 for anything unreadable."""
     try:
         return predictor.predict_image(data)
+    except NoDigitFound as error:
+        raise HTTPException(422, str(error)) from None
     except InputImageError as error:
-        message = str(error)
-        raise HTTPException(422 if message.startswith(NO_DIGIT) else 400, message) from None
+        raise HTTPException(400, str(error)) from None
 
 
 def read_digit(predictor, data: bytes) -> dict:
     """Image bytes -> the answer JSON (errors as answer_or_http_error)."""
-    answer = answer_or_http_error(predictor, data)
-    return answer_json(answer, image_data_url(answer["prepared"]))
+    return answer_json(answer_or_http_error(predictor, data))
 
 
 def read_digits(predictor, items: list[bytes]) -> list[dict]:
     """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all."""
-    return [{"error": answer["error"]} if "error" in answer
-            else answer_json(answer, image_data_url(answer["prepared"]))
-            for answer in predictor.predict_images(items)]
+    return [answer_json(answer) for answer in predictor.predict_images(items)]
 
 
 def media_type(request: Request) -> str:
@@ -175,14 +175,10 @@ async def read_batch_images(request: Request) -> list[bytes]:
 
 def model_summary(predictor) -> dict:
     classifier = predictor.classifier
-    info = getattr(classifier, "info", {})
-    parameters = info.get("config", {}).get("parameters")
-    if parameters is None and hasattr(classifier, "parameter_count"):
-        parameters = classifier.parameter_count
     return {
         "name": classifier.name,
-        "parameters": parameters,
-        "test_accuracy": info.get("test", {}).get("accuracy"),
+        "parameters": classifier.parameter_count,
+        "test_accuracy": classifier.info.get("test", {}).get("accuracy"),
         "calibration_temperature": predictor.temperature,
         "unsure_below": predictor.unsure_below,
     }
@@ -192,9 +188,8 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(predictor, feedback_store=None) -> FastAPI:
-    """The app serving `predictor` (a predict.Predictor: one model instance, traced call);
-    with a feedback.FeedbackStore, also the feedback routes (feedback_api.py)."""
+def create_app(predictor) -> FastAPI:
+    """The app serving `predictor` (a predict.Predictor: one model instance, traced call)."""
     # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the app,
     # not from a CDN, so the docs work offline too.
     app = FastAPIOffline(
@@ -203,7 +198,7 @@ def create_app(predictor, feedback_store=None) -> FastAPI:
         version=__version__,
     )
     # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
-    cpu_bound = anyio.CapacityLimiter(os.cpu_count() or 1)
+    cpu_bound = app.state.cpu_bound = anyio.CapacityLimiter(os.cpu_count() or 1)  # feedback_api's too
     summary = model_summary(predictor)
 
     @app.exception_handler(HTTPException)
@@ -242,10 +237,6 @@ def create_app(predictor, feedback_store=None) -> FastAPI:
         items = await read_batch_images(request)
         return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
 
-    if feedback_store is not None:
-        from .feedback_api import feedback_router
-
-        app.include_router(feedback_router(predictor, feedback_store, cpu_bound))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     return app

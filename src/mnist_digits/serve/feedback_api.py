@@ -1,4 +1,4 @@
-"""The feedback routes, present only when `serve` was given a store (--feedback-db):
+"""The feedback routes, added to the app only when `serve` was given a store (--feedback-db):
 
     POST /api/feedback          multipart: `file` = the drawing (the PNG sent for prediction),
                                 `label` = the right digit 0-9, `predicted` = the model's answer
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.exceptions import HTTPException
 
 from ..errors import FeedbackStoreError
@@ -50,15 +50,21 @@ def store_errors_as_503():
         raise HTTPException(503, str(error)) from None
 
 
+def with_feedback(app: FastAPI, predictor, store) -> FastAPI:
+    """`app` (create_app's, serving `predictor`) with the feedback routes over `store`."""
+    app.include_router(feedback_router(predictor, store, app.state.cpu_bound))
+    return app
+
+
 def feedback_router(predictor, store, cpu_bound: anyio.CapacityLimiter) -> APIRouter:
     router = APIRouter(prefix="/api/feedback", tags=["feedback"])
     model = model_summary(predictor)
     model_version = str(getattr(predictor.classifier, "info", {}).get("config", {}).get("created", ""))
 
-    def store_drawing(data: bytes, answer: dict, label: int, predicted: int | None) -> dict:
+    def store_drawing(data: bytes, answer, label: int, predicted: int | None) -> dict:
         with store_errors_as_503():
             drawing_id, duplicate = store.add(
-                data, answer["prepared"], label, answer["digit"] if predicted is None else predicted,
+                data, answer.prepared, label, answer.digit if predicted is None else predicted,
                 model=model["name"], model_version=model_version, model_test_accuracy=model["test_accuracy"])
         return {"id": drawing_id, "duplicate": duplicate}
 

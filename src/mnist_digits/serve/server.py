@@ -64,6 +64,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     `feedback_db` (a file name or postgresql:// URL), collect corrections there."""
     from ..predict import Predictor
     from .app import create_app
+    from .feedback_api import with_feedback
 
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     use_one_thread_per_model_call()
@@ -88,7 +89,8 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     if store is not None:
         print(f"Collecting corrections in {store.name}.", flush=True)
     try:
-        make_server(create_app(predictor, store), access_log=access_log).run(sockets=[sock])
+        app = create_app(predictor) if store is None else with_feedback(create_app(predictor), predictor, store)
+        make_server(app, access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
     finally:
