@@ -72,7 +72,7 @@ def main() -> int:
     from mnist_digits.data import load_mnist
     from mnist_digits.export import export_model
     from mnist_digits.predict import Predictor, collect_inputs, predict_inputs
-    from mnist_digits.preprocess import load_image
+    from mnist_digits.decode import load_image
 
     with tempfile.TemporaryDirectory(prefix="predict-throughput-") as scratch:
         scratch = Path(scratch)

@@ -33,3 +33,26 @@ def mlp_run(mnist, tmp_path_factory):
 
     run_dir, _, _ = train_run("mlp", mnist, out=tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
     return run_dir
+
+
+class UniformClassifier:
+    """A stand-in model: every image is each digit with probability 0.1."""
+
+    name = "uniform"
+    info: dict = {}
+    temperature = 1.0
+    parameter_count = None
+
+    def predict_proba(self, images):
+        import numpy as np
+
+        return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def uniform_predictor():
+    """A Predictor over UniformClassifier: for tests of the server's limits and inputs,
+    which do not depend on the model (and need no training)."""
+    from mnist_digits.predict import Predictor
+
+    return Predictor(UniformClassifier())

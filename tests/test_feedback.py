@@ -25,7 +25,7 @@ from mnist_digits.feedback import open_store
 from mnist_digits.predict import Predictor
 from mnist_digits.serve import MAX_BODY_BYTES, create_app, with_feedback
 from postgres_server import fresh_database, postgres_bin, running_postgresql
-from test_serve_api import blank_png, canvas_png
+from test_serve_api import LOCAL, blank_png, canvas_png
 
 TRICKY_NAME = "mlp'); DROP TABLE drawings; --"
 
@@ -70,7 +70,7 @@ def predictor(mlp_run):
 @pytest.fixture
 def client(predictor, store):
     app = with_feedback(create_app(predictor), predictor, store)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -263,7 +263,7 @@ def test_bad_input_gets_a_json_4xx_and_stores_nothing(client, store, mnist, case
 
 
 def test_without_a_store_the_routes_are_not_there(predictor):
-    with TestClient(create_app(predictor)) as client:
+    with TestClient(create_app(predictor), base_url=LOCAL) as client:
         assert client.get("/api/feedback/summary").status_code == 404
         response = client.post("/api/feedback", files={"file": ("a.png", b"x", "image/png")}, data={"label": "1"})
         assert response.status_code == 404 and "error" in response.json()

@@ -45,7 +45,7 @@ def test_a_correction_on_the_page_is_stored_and_shown_by_summary_and_command(pag
     read = predicted_digit(page)
     assert read == 1, answer(page)
     page.locator("#corrections button[data-digit='7']").click()  # "Wrong — it is: 7"
-    page.wait_for_function("document.querySelector('#feedback-status').textContent.startsWith('Stored')")
+    page.wait_for_function("() => document.querySelector('#feedback-status').textContent.startsWith('Stored')")
     assert page.locator("#feedback-status").inner_text() == "Stored as a 7; thank you."
     assert page.locator("#right").is_disabled()  # once per answer
     summary = page.request.get(server_url + "/api/feedback/summary").json()
@@ -59,7 +59,7 @@ def test_a_correction_on_the_page_is_stored_and_shown_by_summary_and_command(pag
     draw(page, FREEHAND[7])
     assert predicted_digit(page) == 7, answer(page)
     page.click("#right")
-    page.wait_for_function("document.querySelector('#feedback-status').textContent.startsWith('Stored as a 7')")
+    page.wait_for_function("() => document.querySelector('#feedback-status').textContent.startsWith('Stored as a 7')")
     assert page.request.get(server_url + "/api/feedback/summary").json()["accuracy"] == 0.5
 
 

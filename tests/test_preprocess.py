@@ -19,7 +19,8 @@ from scipy import ndimage
 
 from mnist_digits import preprocess
 from mnist_digits.errors import InputImageError
-from mnist_digits.preprocess import MAX_PIXELS, load_image, prepare
+from mnist_digits.decode import MAX_PIXELS, load_image
+from mnist_digits.preprocess import prepare
 
 # --- photo-like inputs from MNIST digits ---------------------------------------------
 
@@ -349,10 +350,10 @@ BAD_FILES = {
     "truncated-jpeg": (lambda: _cut(_encode(Image.effect_noise((300, 300), 60), "JPEG")), "truncated"),
     "bomb-huge": (lambda: _png_header_only(100_000, 100_000), "over the limit"),
     "bomb-over-our-limit": (lambda: _png_header_only(8000, 8000), "over the limit"),
-    "animated-gif": (lambda: _frames("GIF"), "animated image \\(2 frames\\)"),
-    "animated-png": (lambda: _frames("PNG"), "animated image \\(2 frames\\)"),
-    "animated-webp": (lambda: _frames("WEBP"), "animated image \\(2 frames\\)"),
-    "multi-page-tiff": (lambda: _frames("TIFF"), "multi-page image \\(2 frames\\)"),
+    "animated-gif": (lambda: _frames("GIF"), "animated image \\(more than one frame\\)"),
+    "animated-png": (lambda: _frames("PNG"), "animated image \\(more than one frame\\)"),
+    "animated-webp": (lambda: _frames("WEBP"), "animated image \\(more than one frame\\)"),
+    "multi-page-tiff": (lambda: _frames("TIFF"), "multi-page image \\(more than one frame\\)"),
     "heic": (lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "HEIC"),
     "eps": (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n", "not an image"),
 }

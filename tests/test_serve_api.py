@@ -30,6 +30,7 @@ from mnist_digits.predict import Predictor
 from mnist_digits.serve import MAX_BATCH, MAX_BODY_BYTES, create_app, running
 
 STATIC = Path(cli.__file__).parent / "serve" / "static"
+LOCAL = "http://localhost"  # the test client's address: a Host the app answers by default
 
 
 # --- images ---------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def predictor(mlp_run):
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(predictor), base_url=LOCAL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -257,7 +258,7 @@ def test_a_bug_is_a_500_with_a_one_line_json_error_and_no_traceback(predictor):
         def predict_image(self, source):
             raise RuntimeError("secret internal detail")
 
-    with TestClient(create_app(Broken()), raise_server_exceptions=False) as broken:
+    with TestClient(create_app(Broken()), base_url=LOCAL, raise_server_exceptions=False) as broken:
         response = broken.post("/api/predict", content=canvas_png(np.eye(28, dtype=np.uint8) * 255),
                                headers={"Content-Type": "image/png"})
     assert_json_error(response, 500)

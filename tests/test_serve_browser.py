@@ -82,8 +82,11 @@ def open_page(browser, server_url, **context_options):
 
     page.route("**/*", only_the_server)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # What the Content-Security-Policy blocks shows only on the console.
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
     page.goto(server_url + "/")
-    page.wait_for_function("document.querySelector('#model-info').textContent.startsWith('Model')")
+    page.wait_for_function("() => document.querySelector('#model-info').textContent.startsWith('Model')")
     return page, outside, errors
 
 
@@ -154,7 +157,7 @@ def mnist_strokes(digit: np.ndarray) -> list:
 
 def answer(page) -> str:
     """#prediction's text once no answer is pending."""
-    page.wait_for_function("document.querySelector('#prediction').getAttribute('aria-busy') === 'false'")
+    page.wait_for_function("() => document.querySelector('#prediction').getAttribute('aria-busy') === 'false'")
     return page.locator("#prediction").inner_text().strip()
 
 

@@ -225,7 +225,7 @@ def cmd_serve(args) -> int:
     from .serve import serve
 
     serve(args.model, host=args.host, port=args.port, access_log=not args.quiet,
-          feedback_db=args.feedback_db)
+          allow_hosts=tuple(args.allow_host), feedback_db=args.feedback_db)
     return 0
 
 
@@ -393,6 +393,9 @@ def _serve_parser(commands) -> None:
                             "0.0.0.0 opens it to the network, without authentication)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--quiet", action="store_true", help="no log line per request")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests for this Host name (repeatable; default: loopback "
+                            "names and --host only, which stops DNS rebinding)")
     serve.add_argument("--feedback-db", metavar="URL",
                        help="collect corrections from the page (Right / Wrong buttons, POST "
                             "/api/feedback) in this store: a file name (SQLite) or "
@@ -469,9 +472,10 @@ def _positive(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # `data` needs TensorFlow only to download; `predict` loads it with a Keras model only
-    # (not for TFLite), while its worker processes already prepare the images.
-    if args.handler not in (cmd_data, cmd_predict, cmd_feedback):
+    # `data` needs TensorFlow only to download; `predict` and `serve` load it with a Keras
+    # model only (not for TFLite: a server ~600 MiB smaller), `predict` while its worker
+    # processes already prepare the images; `feedback` only with --model.
+    if args.handler not in (cmd_data, cmd_predict, cmd_serve, cmd_feedback):
         import_tensorflow_quietly()
     try:
         _positive(args)

@@ -19,12 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, InputImageError
+from .decode import IMAGE_SUFFIXES
 from .evaluation import UNSURE_BELOW, apply_temperature
-from .preprocess import IMAGE_SUFFIXES, prepare, prepare_many
+from .preprocess import prepare, prepare_many
 
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
 WORKERS_FROM = 2000
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity (what a container or
+    `taskset` allows), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,7 @@ def predict_inputs(predictor: Predictor | Callable[[], Predictor], inputs: Itera
     inputs = list(inputs)
     chunks = [inputs[start:start + chunk_size] for start in range(0, len(inputs), chunk_size)]
     if workers is None:
-        workers = (os.cpu_count() or 1) if len(inputs) >= WORKERS_FROM else 1
+        workers = usable_cpus() if len(inputs) >= WORKERS_FROM else 1
     usable = [[source for _, source in chunk if not isinstance(source, InputImageError)]
               for chunk in chunks]
     if workers > 1 and len(chunks) > 1:

@@ -5,8 +5,8 @@ box (keeping the aspect ratio, anti-aliased), then placed in 28x28 so that their
 of mass sits at the centre. A phone photo or a canvas drawing is none of that, and a
 plain resize destroys it; `prepare` makes one the way MNIST made its digits:
 
-    load       decode safely (pixel limit checked before decoding, one frame only),
-               upright by its EXIF orientation; big JPEGs decoded straight to ~768 px
+    load       decode.py's safe decoding (the security boundary: limits, one frame,
+               EXIF orientation), reduced to at most ~768 px inside Pillow
     gray       luminance in [0, 1]; transparency composited onto contrasting paper;
                16-bit images scaled by their own range
     ink        polarity detected (ink is the tail far from the background), ink made bright
@@ -24,29 +24,14 @@ MNIST's own digits come back almost unchanged (test accuracy within 0.3 points).
 from __future__ import annotations
 
 import io
-import os
-import re
-import struct
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 
+from .decode import PixelBudget, decode, decoder_errors
 from .errors import InputImageError, NoDigitFound, first_line
-
-# Refuse images beyond this many pixels before decoding them (a 48-megapixel phone
-# photo passes; a decompression bomb does not). Pillow's own limit is higher.
-MAX_PIXELS = 50_000_000
-# Bytes read from a path at most (a 50-megapixel PNG is well under this).
-MAX_FILE_BYTES = 200 * 1024 * 1024
-# Formats Pillow may open: the ones people have digits in. Others (EPS, PDF...) are
-# refused, some of them would run external programs.
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")
-Image.init()  # register every plugin now: Image.open(formats=...) looks them up by name
-FORMATS = tuple(name for name in FORMATS if name in Image.OPEN)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # Images are decoded and worked on at most this size: plenty for a digit, and it keeps
 # a 12-megapixel photo cheap (JPEG decodes straight to it).
@@ -81,86 +66,6 @@ SMALL_SIDE = 64
 BACKGROUND_SIDE = 48
 
 
-def _open(source) -> Image.Image:
-    """Open (header only) from a path, bytes or file object; nothing decoded yet."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise InputImageError("no such file") from None
-        except OSError as error:
-            raise InputImageError(f"cannot read ({error.strerror})") from None
-        if path.is_dir():
-            raise InputImageError("is a folder, not an image")
-        if size > MAX_FILE_BYTES:
-            raise InputImageError(f"file of {size:,} bytes is too big for a digit image "
-                                  f"(limit {MAX_FILE_BYTES:,}); crop or shrink it")
-        try:
-            source = path.read_bytes()
-        except OSError as error:
-            raise InputImageError(f"cannot read ({error.strerror})") from None
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = bytes(source)
-        if not source:
-            raise InputImageError("empty file (0 bytes), not an image")
-        if source[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-            raise InputImageError("HEIC/AVIF photos are not supported; export it as JPEG or PNG")
-        source = io.BytesIO(source)
-    try:
-        return Image.open(source, formats=FORMATS)
-    except Image.DecompressionBombError as error:
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise InputImageError(f"image of {size} is over the limit of {MAX_PIXELS:,} "
-                              "(refused before decoding); crop or shrink it") from None
-    except UnidentifiedImageError:
-        raise InputImageError("not an image that can be read "
-                              "(PNG, JPEG, BMP, GIF, WebP or TIFF expected)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise InputImageError(f"damaged image ({first_line(error)})") from None
-
-
-def _decode(source, working_side: int | None) -> Image.Image:
-    """Check the header (size, frames), then decode: JPEGs straight to about
-    `working_side` px when given; EXIF orientation applied."""
-    image = source if isinstance(source, Image.Image) else _open(source)
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InputImageError(f"image has no pixels ({width}x{height})")
-    if width * height > MAX_PIXELS:
-        raise InputImageError(f"image of {width}x{height} = {width * height:,} pixels is over "
-                              f"the limit of {MAX_PIXELS:,} (refused before decoding); crop or shrink it")
-    # MPO is how some phones store a JPEG with a preview: its first frame is the photo.
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1 and image.format != "MPO":
-        kind = "multi-page" if image.format == "TIFF" else "animated"
-        raise InputImageError(f"{kind} image ({frames} frames); "
-                              "save the one frame with the digit as PNG")
-    try:
-        if working_side and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L", "CMYK"):
-            # Let the JPEG decoder scale down by 1/2..1/8 while decoding: fast and small.
-            image.draft(image.mode, (working_side, working_side))
-        image.load()
-        return ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
-        reason = first_line(error)
-        if "truncated" in reason:
-            raise InputImageError("truncated image: the file is cut short; "
-                                  "copy or export it again") from None
-        raise InputImageError(f"damaged image ({reason}); export it again") from None
-
-
-def load_image(source) -> Image.Image:
-    """Decode an image safely from a path, bytes or a PIL image, upright per its EXIF.
-
-    Refuses (InputImageError, one line) empty, unreadable, damaged or truncated files,
-    images over MAX_PIXELS (checked from the header, before decoding), and animated
-    or multi-page images.
-    """
-    return _decode(source, None)
-
-
 def _scale_to_unit(values: np.ndarray) -> np.ndarray:
     """Any integer or float pixel array -> float32 in [0, 1] by its type's range."""
     if values.dtype == np.bool_:
@@ -193,11 +98,12 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _to_gray(image: Image.Image) -> np.ndarray:
     """Luminance in [0, 1] as float32; transparency composited onto paper; 16-bit
     images scaled by their own range (Pillow's "L" conversion would clip them)."""
-    try:
-        return _image_to_gray(image)
-    except ValueError as error:  # a colour mode Pillow cannot convert
-        raise InputImageError(f"unsupported colour mode {image.mode} ({first_line(error)}); "
-                              "export it as an ordinary PNG or JPEG") from None
+    with decoder_errors():  # converting decodes too (a palette, a colour profile...)
+        try:
+            return _image_to_gray(image)
+        except ValueError as error:  # a colour mode Pillow cannot convert
+            raise InputImageError(f"unsupported colour mode {image.mode} ({first_line(error)}); "
+                                  "export it as an ordinary PNG or JPEG") from None
 
 
 def _image_to_gray(image: Image.Image) -> np.ndarray:
@@ -250,12 +156,12 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
-def _gray_from_source(source) -> np.ndarray:
+def _gray_from_source(source, budget: PixelBudget | None) -> np.ndarray:
     if isinstance(source, np.ndarray):
         if source.size == 0:
             raise InputImageError("empty array, not an image")
         return _shrink(_array_to_gray(source))
-    return _shrink(_to_gray(_decode(source, WORKING_SIDE)))
+    return _to_gray(decode(source, WORKING_SIDE, budget))
 
 
 def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
@@ -470,7 +376,7 @@ def _centre(fitted: np.ndarray) -> np.ndarray:
     return out
 
 
-def prepare(source, return_steps: bool = False):
+def prepare(source, return_steps: bool = False, budget: PixelBudget | None = None):
     """Prepare an image of one handwritten digit like an MNIST digit.
 
     `source`: a path, bytes, a PIL image or a numpy array (height x width, optionally
@@ -478,9 +384,10 @@ def prepare(source, return_steps: bool = False):
     float32 array in [0, 1], white ink on black -- with `return_steps=True`, also an
     ordered dict of the intermediate images (step name -> 2-D array) for display.
     Raises InputImageError for unreadable images, NoDigitFound for ones with no digit in them.
+    `budget` (decode.PixelBudget) pays for the pixels decoded, when given.
     """
     steps: OrderedDict[str, np.ndarray] = OrderedDict()
-    gray = _gray_from_source(source)
+    gray = _gray_from_source(source, budget)
     if return_steps:
         steps["gray"] = gray
     ink, flat, mask = _find_digit(gray)
@@ -524,13 +431,14 @@ def to_png(prepared: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def prepare_many(sources) -> list[tuple[np.ndarray | None, str | None]]:
+def prepare_many(sources, budget: PixelBudget | None = None) -> list[tuple[np.ndarray | None, str | None]]:
     """`prepare` each source: (prepared, None) or (None, the one-line error). Plain
-    values in, plain values out, so it runs as well in a worker process."""
+    values in, plain values out, so it runs as well in a worker process. `budget`
+    (decode.PixelBudget) pays for all of them: once spent, the rest are refused."""
     results = []
     for source in sources:
         try:
-            results.append((prepare(source), None))
+            results.append((prepare(source, budget=budget), None))
         except InputImageError as error:
             results.append((None, str(error)))
     return results

@@ -9,8 +9,9 @@
     with_feedback(create_app(predictor), predictor, open_store("feedback.sqlite"))  # + /api/feedback
 """
 
-from .app import MAX_BATCH, MAX_BODY_BYTES, create_app
+from .app import MAX_BATCH, create_app
 from .feedback_api import with_feedback
+from .limits import MAX_BODY_BYTES
 from .server import running, serve
 
 __all__ = ["create_app", "with_feedback", "serve", "running", "MAX_BODY_BYTES", "MAX_BATCH"]

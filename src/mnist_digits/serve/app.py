@@ -14,13 +14,17 @@ An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where 
 Every error is JSON {"error": "<one line>"}, never a traceback:
     400  malformed multipart, no `file` field, or bytes that are not a readable image
          (damaged, unknown format, too many pixels: decompression bombs stop here)
+    408  a body that did not arrive within limits.BODY_SECONDS
     413  a body over MAX_BODY_BYTES (Content-Length checked first, bytes counted while reading)
     415  a body that is neither multipart/form-data nor image/*
     422  a readable image with no digit in it (a blank canvas): "no digit found ..."
+    503  the queue of requests waiting for a core is full; Retry-After says when to retry
+except a Host header outside `allowed_hosts`: Starlette's plain-text 400 "Invalid host header".
 
 Preparation and prediction are predict.Predictor's, shared with `mnist-digits predict`: one
 model instance, its traced call, calls one at a time under its lock. Each request is decoded,
-prepared and predicted in a worker thread, off the event loop, at most one per core.
+prepared and predicted in a worker thread, off the event loop, at most one per usable core
+(limits.CpuQueue); a batch decodes at most REQUEST_PIXELS. The limits are in limits.py.
 
 No micro-batching: under load (16 clients) over 80% of model calls would hold one image
 anyway, since preparing an image (1.5 to 4 ms for the page's 140x140 drawing) costs far more
@@ -30,10 +34,9 @@ than the model call (0.1 to 0.4 ms); a batcher measured no faster and added a th
 from __future__ import annotations
 
 import base64
-import os
+import threading
 from pathlib import Path
 
-import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -41,13 +44,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, preprocess
+from ..decode import PixelBudget
 from ..errors import InputImageError, NoDigitFound
-from ..predict import Answer, Failure
+from ..predict import Answer, Failure, usable_cpus
+from .limits import CpuQueue, RequestLimits, SecurityHeaders
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 64
+# Pixels one request may have decoded in all (a batch of 64 drawings is ~5 million):
+# past it, the rest of a batch is refused unread, so no request costs seconds of CPU.
+REQUEST_PIXELS = 32_000_000
+# The Host names a browser may reach the server by (DNS rebinding sends others).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC_DIR = Path(__file__).parent / "static"
 
 # The request bodies /api/predict accepts, for the OpenAPI docs (the endpoint reads the
@@ -62,43 +72,6 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
         "files": {"type": "array", "items": _IMAGE_BODY, "maxItems": MAX_BATCH}}}},
 }}}
-
-
-class BodySizeLimit:
-    """ASGI middleware: refuse request bodies over `limit` bytes with 413, never buffering them.
-
-    A declared Content-Length over the limit is answered before anything is read; a body
-    without one (chunked) is counted as it arrives and refused once it passes the limit.
-    (Starlette's own limit answers a declared one in plain text; this API answers in JSON.)
-    """
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            status, message = (413, too_large_message()) if declared.isdigit() else (400, "bad Content-Length")
-            response = JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"})
-            return await response(scope, receive, send)
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise HTTPException(413, too_large_message())
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-def too_large_message() -> str:
-    return f"request body over {MAX_BODY_BYTES // 2**20} MiB; send a smaller image"
 
 
 def image_data_url(prepared: np.ndarray) -> str:
@@ -135,9 +108,11 @@ def read_digit(predictor, data: bytes) -> dict:
     return answer_json(answer_or_http_error(predictor, data))
 
 
-def read_digits(predictor, items: list[bytes]) -> list[dict]:
-    """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all."""
-    return [answer_json(answer) for answer in predictor.predict_images(items)]
+def read_digits(predictor, items: list[bytes], budget: PixelBudget) -> list[dict]:
+    """Each image's answer JSON, or {"error": "<one line>"}; one model call for them all,
+    the images decoded within `budget`."""
+    prepared = preprocess.prepare_many(items, budget)
+    return [answer_json(answer) for answer in predictor.answer_prepared(prepared)]
 
 
 def media_type(request: Request) -> str:
@@ -188,8 +163,9 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(predictor) -> FastAPI:
-    """The app serving `predictor` (a predict.Predictor: one model instance, traced call)."""
+def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
+    """The app serving `predictor` (a predict.Predictor: one model instance, traced call)
+    to requests whose Host is one of `allowed_hosts` (loopback names by default)."""
     # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the app,
     # not from a CDN, so the docs work offline too.
     app = FastAPIOffline(
@@ -197,8 +173,7 @@ def create_app(predictor) -> FastAPI:
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__version__,
     )
-    # Preparing is CPU-bound Python and numpy: more threads than cores only fight over the GIL.
-    cpu_bound = app.state.cpu_bound = anyio.CapacityLimiter(os.cpu_count() or 1)  # feedback_api's too
+    cpu_work = app.state.cpu_work = CpuQueue(workers=usable_cpus())  # feedback_api's too
     summary = model_summary(predictor)
 
     @app.exception_handler(HTTPException)
@@ -228,15 +203,21 @@ def create_app(predictor) -> FastAPI:
                          422: {"description": "no digit found in the image"}})
     async def predict(request: Request):
         data = await read_single_image(request)
-        return JSONResponse(await anyio.to_thread.run_sync(read_digit, predictor, data, limiter=cpu_bound))
+        return JSONResponse(await cpu_work.run(request, read_digit, predictor, data))
 
     @app.post("/api/predict/batch", summary=f"Read the digits in up to {MAX_BATCH} images",
               openapi_extra=_BATCH_BODY,
               responses={200: {"description": '{"results": [answer or {"error": ...}, ...]} in order'}})
     async def predict_batch(request: Request):
         items = await read_batch_images(request)
-        return {"results": await anyio.to_thread.run_sync(read_digits, predictor, items, limiter=cpu_bound)}
+        stop = threading.Event()  # set if the client leaves: the rest of the batch is skipped
+        budget = PixelBudget(REQUEST_PIXELS, stop)
+        return {"results": await cpu_work.run(request, read_digits, predictor, items, budget, stop=stop)}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    # Outermost last: every answer gets the security headers, a wrong Host is refused
+    # before its body is read.
+    app.add_middleware(RequestLimits)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(SecurityHeaders)
     return app

@@ -8,7 +8,8 @@
 
 Without a store these paths answer 404, which is how the page knows to hide its buttons.
 Errors are the app's JSON {"error": ...}: 400 bad field or image, 413 too big, 415 not
-multipart, 422 no digit in the image; nothing is stored then. The same drawing sent again
+multipart, 422 no digit in the image, 503 the server is busy (or the store went away);
+nothing is stored then. The same drawing sent again
 answers its first id with "duplicate": true and is counted, not stored again.
 """
 
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import FeedbackStoreError
 from .app import answer_or_http_error, media_type, model_summary, read_upload
+from .limits import CpuQueue
 
 _FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file", "label"], "properties": {
@@ -52,11 +54,11 @@ def store_errors_as_503():
 
 def with_feedback(app: FastAPI, predictor, store) -> FastAPI:
     """`app` (create_app's, serving `predictor`) with the feedback routes over `store`."""
-    app.include_router(feedback_router(predictor, store, app.state.cpu_bound))
+    app.include_router(feedback_router(predictor, store, app.state.cpu_work))
     return app
 
 
-def feedback_router(predictor, store, cpu_bound: anyio.CapacityLimiter) -> APIRouter:
+def feedback_router(predictor, store, cpu_work: CpuQueue) -> APIRouter:
     router = APIRouter(prefix="/api/feedback", tags=["feedback"])
     model = model_summary(predictor)
     model_version = str(getattr(predictor.classifier, "info", {}).get("config", {}).get("created", ""))
@@ -85,8 +87,8 @@ def feedback_router(predictor, store, cpu_bound: anyio.CapacityLimiter) -> APIRo
         if label is None:
             raise HTTPException(400, "send the right digit as the form field 'label' (0-9)")
         predicted = digit_field(fields, "predicted")
-        # Preparing is CPU work (the app's per-core limit); storing mostly waits on the database.
-        answer = await anyio.to_thread.run_sync(answer_or_http_error, predictor, data, limiter=cpu_bound)
+        # Preparing is CPU work (the app's queue for the cores); storing mostly waits on the database.
+        answer = await cpu_work.run(request, answer_or_http_error, predictor, data)
         return await anyio.to_thread.run_sync(store_drawing, data, answer, label, predicted)
 
     @router.get("/summary", summary="What was collected, and the served model's accuracy on it")

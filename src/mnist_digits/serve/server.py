@@ -7,13 +7,28 @@ background thread, for tests and notebooks.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import UsageError
+from .app import LOOPBACK_HOSTS
+
+# A request's line and headers must have arrived this many seconds after the connection
+# opened (or after the previous answer on a kept-alive one): half-sent requests would
+# otherwise hold connections forever, and enough of them starve everyone else.
+HEADER_SECONDS = 10
+# Idle kept-alive connections are closed after this many seconds.
+KEEP_ALIVE_SECONDS = 5
+# At most this many open connections; more are answered 503 by uvicorn.
+MAX_CONNECTIONS = 512
+# A request line with its headers of at most this many bytes (h11's default, said here).
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -40,27 +55,63 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers take more than
+    HEADER_SECONDS to arrive (uvicorn times out idle connections, not half-sent requests)."""
+
+    header_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._start_header_timer()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE and self.header_timer is not None:
+            self.header_timer.cancel()  # the headers are in: the body has its own limit (limits.py)
+            self.header_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+        self.header_timer = self.loop.call_later(HEADER_SECONDS, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self.header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
 def make_server(app, access_log: bool = True, log_level: str = "info") -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, access_log=access_log, log_level=log_level,
-                                         timeout_graceful_shutdown=5))
+    return uvicorn.Server(uvicorn.Config(
+        app, access_log=access_log, log_level=log_level, timeout_graceful_shutdown=5,
+        http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS))
 
 
 def use_one_thread_per_model_call() -> None:
     """Concurrent requests are the server's parallelism: TensorFlow's own worker threads
     would spin on the cores that decoding and preparing the next requests need (measured:
-    a one-image call costs 0.36 ms of CPU on one thread, 0.46 ms with the default pools)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already ran something in this process: keep its pools
-        pass
+    a one-image call costs 0.36 ms of CPU on one thread, 0.46 ms with the default pools).
+    Said through TensorFlow's environment variables, not its API, so that serving a TFLite
+    export never imports TensorFlow (about 600 MiB of memory)."""
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-          feedback_db: str | None = None) -> None:
-    """Serve the page and API for `model` (run folder or model file) until Ctrl-C; with
+          allow_hosts: tuple[str, ...] = (), feedback_db: str | None = None) -> None:
+    """Serve the page and API for `model` (run folder or model file) until Ctrl-C, to
+    requests whose Host is a loopback name, `host` itself or one of `allow_hosts`; with
     `feedback_db` (a file name or postgresql:// URL), collect corrections there."""
     from ..predict import Predictor
     from .app import create_app
@@ -89,7 +140,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     if store is not None:
         print(f"Collecting corrections in {store.name}.", flush=True)
     try:
-        app = create_app(predictor) if store is None else with_feedback(create_app(predictor), predictor, store)
+        app = create_app(predictor, allowed_hosts=allowed_hosts(host, allow_hosts))
+        if store is not None:
+            app = with_feedback(app, predictor, store)
         make_server(app, access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
@@ -97,6 +150,14 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
         if store is not None:
             store.close()
     print("Stopped.", flush=True)
+
+
+def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The Host names to answer: loopback ones, the address served on (unless it is every
+    address), and the extra ones, IPv6 addresses in brackets as they appear in Host."""
+    names = [*LOOPBACK_HOSTS, *([] if host in ("0.0.0.0", "::", "") else [host]), *extra]
+    return list(dict.fromkeys(f"[{name}]" if ":" in name and not name.startswith("[") else name.lower()
+                              for name in names))
 
 
 @contextlib.contextmanager

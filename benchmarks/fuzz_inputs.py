@@ -1,0 +1,33 @@
+"""A longer fuzzing run than the suite's: tests/test_fuzz.py with random (not the suite's
+fixed) examples, many more of them.
+
+    .venv/bin/python benchmarks/fuzz_inputs.py [--examples 5000]
+
+Any bytes given to the image decoder, `prepare` and the HTTP endpoints must end in a
+result or the project's own error (HTTP 4xx JSON) within hypothesis' deadline. A failure
+prints the smallest input that shows it and the seed to reproduce it with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=5000, help="examples per property (default: 5000)")
+    args = parser.parse_args()
+    if not 1 <= args.examples <= 1_000_000:
+        parser.error("--examples must be 1-1,000,000")
+    os.environ["MNIST_DIGITS_FUZZ_EXAMPLES"] = str(args.examples)
+    tests = Path(__file__).resolve().parents[1] / "tests" / "test_fuzz.py"
+    return int(pytest.main([str(tests), "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
