@@ -77,9 +77,8 @@ def photo_jpegs(count: int = 16) -> list[bytes]:
             for digit in digits]
 
 
-def start_server(model: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet",
-               "--workers", str(workers)]
+def start_server(model: str, *options: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet", *options]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     for line in server.stdout:

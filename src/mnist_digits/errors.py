@@ -42,6 +42,10 @@ class TooManyMarks(InputImageError):
     """A readable image with far more marks than a number has (a page of text)."""
 
 
+class FeedbackStoreError(MnistDigitsError):
+    """A feedback database that cannot be opened, migrated, read or written."""
+
+
 class UsageError(MnistDigitsError):
     """Arguments that do not make sense together."""
 

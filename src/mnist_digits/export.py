@@ -16,7 +16,6 @@ and serve take exports as they take Keras models.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass

@@ -287,7 +287,13 @@ def train(model_name: str, data: Mnist, epochs: int | None = None, batch_size: i
     """Build `model_name`, fit it with its recipe, and return it with its best weights."""
     recipe = recipe_for(model_name, epochs, batch_size)
     seed_everything(seed)
-    model = build_model(model_name)
+    return fit(build_model(model_name), data, recipe, seed, callbacks, verbose)
+
+
+def fit(model: keras.Model, data: Mnist, recipe: Recipe, seed: int = 0, callbacks: list | None = None,
+        verbose: int | str = "auto") -> TrainResult:
+    """Fit `model` (new, or trained already: fine-tuning) with `recipe`; keep its best weights
+    on the validation split."""
     steps_per_epoch = int(np.ceil(len(data.x_train) / recipe.batch_size))
     compile_model(model, recipe, steps_per_epoch)
     train_set, fit_steps = training_dataset(data, recipe, seed)
