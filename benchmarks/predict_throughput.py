@@ -15,7 +15,11 @@ Rows:
                              from 2,000 images on)
     mnist-digits predict     the installed command, end to end (start-up, TensorFlow import, model load)
     ... TFLite export        the same command given the model exported as float32 TFLite: no
-                             TensorFlow import at all (LiteRT only), the same answers
+                             TensorFlow import at all (LiteRT only)
+
+Both commands must exit 0 and answer every image (a command that fails fast would look
+fast), and the TFLite export must give the Keras model's digit for every image; the
+script stops with an error otherwise.
 """
 
 from __future__ import annotations
@@ -59,6 +63,19 @@ def timed(function) -> tuple[float, float]:
     start_wall, start_cpu = time.perf_counter(), cpu()
     function()
     return time.perf_counter() - start_wall, cpu() - start_cpu
+
+
+def check_answers(result: subprocess.CompletedProcess, name: str, count: int) -> np.ndarray:
+    """The digits a `predict --json` run answered, after checking it answered all `count`."""
+    import json
+
+    if result.returncode != 0:
+        raise SystemExit(f"the {name} command failed (exit {result.returncode}): {result.stderr[-500:]}")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    digits = [line.get("digit") for line in lines]
+    if len(lines) != count or None in digits:
+        raise SystemExit(f"the {name} command answered {sum(d is not None for d in digits)} of {count} images")
+    return np.array(digits)
 
 
 def main() -> int:
@@ -105,9 +122,15 @@ def main() -> int:
         tflite = export_model(model, load_mnist(), format="tflite", out=scratch / "tflite").path
         workers = os.cpu_count() or 1
 
-        def command(model_path):
+        answers = {}
+
+        def command(model_path, name):
+            """The command, end to end; its answers kept to be checked after the timing."""
             run = [sys.executable, "-m", "mnist_digits.cli", "predict", str(model_path), str(folder), "--json"]
-            return lambda: subprocess.run(run, check=False, stdout=subprocess.DEVNULL)
+
+            def call():
+                answers[name] = subprocess.run(run, capture_output=True, text=True)
+            return call
 
         rows = [
             ("plain resize (baseline)", timed(plain_resize)),
@@ -116,13 +139,21 @@ def main() -> int:
             # The workers are children of the fork server, not of this process: their
             # CPU time cannot be counted here.
             (f"predict, {workers} processes", (timed(predict(workers))[0], None)),
-            ("mnist-digits predict (command)", (timed(command(model))[0], None)),
-            ("... TFLite export", (timed(command(tflite))[0], None)),
+            ("mnist-digits predict (command)", (timed(command(model, "keras"))[0], None)),
+            ("... TFLite export", (timed(command(tflite, "tflite"))[0], None)),
         ]
+    # A command that failed fast would look fast: both must have answered every image,
+    # and the TFLite export must give the Keras model's answers.
+    digits = {name: check_answers(result, name, args.count) for name, result in answers.items()}
+    differ = int(np.sum(digits["keras"] != digits["tflite"]))
+    if differ:
+        raise SystemExit(f"the TFLite export answered {differ} of {args.count:,} images differently")
     baseline = args.count / rows[0][1][0]
     load = os.getloadavg()
     print(f"{args.count:,} PNGs of {args.size}x{args.size} px, model {model}, {workers} CPUs, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"Both commands exited 0 and answered all {args.count:,} images; the TFLite export gave "
+          "the same digit as the Keras model for every one.")
     print(f"{'pipeline':<32}{'seconds':>9}{'images/s':>11}{'vs baseline':>13}"
           f"{'CPU s':>9}{'images/CPU s':>14}")
     for name, (seconds, cpu_seconds) in rows:

@@ -1,17 +1,23 @@
 """Load test of `mnist-digits serve` on 127.0.0.1: N concurrent clients for T seconds.
 
-    .venv/bin/python benchmarks/serve_load.py RUN_FOLDER [--clients 16] [--seconds 10]
+    .venv/bin/python benchmarks/serve_load.py RUN_FOLDER [--clients 16] [--seconds 10] [--workers 1 2]
 
-Starts the real command (`mnist-digits serve MODEL --port 0 --quiet`) in its own process,
-then keeps N keep-alive connections busy, each sending its next request as soon as the
-last one is answered, for T seconds or at most --max-requests requests per scenario.
+Starts the real command (`mnist-digits serve MODEL --port 0 --quiet --workers W`) in its own
+process, then keeps N keep-alive connections busy, each sending its next request as soon as
+the last one is answered, for T seconds or at most --max-requests requests per scenario.
+Each --workers count gets its own server, one after the other in the same run (default: a
+single process, the baseline, then one worker per core), and a row per scenario.
 Scenarios:
     health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
     canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
-    upload    the same PNGs as multipart field `file`: the page's photo-upload path
-Prints requests/s, p50 and p99 latency, errors, and req/s as a fraction of the baseline.
-The target on 2 cores with the mlp model: canvas >= 300 req/s with 16 clients,
-p99 <= 100 ms, no errors. The client runs on the same machine and takes its share of it.
+    upload    photo-like JPEGs (MNIST test digits on lit, ruled paper, photographed:
+              tests/photo_like.py), 500-1,000 px a side as the page sends a shrunk phone
+              photo, as multipart field `file`: the page's photo-upload path
+Prints answered requests/s (only 200 answers with a digit count), p50 and p99 latency,
+errors, and req/s as a fraction of the baseline.
+The target on 2 cores with the mlp model: canvas >= 800 req/s with 16 clients, p99 <= 50 ms,
+no errors (for one process it was 300 req/s, p99 <= 100 ms). The client runs on the same
+machine and takes its share of it.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnist_digits.predict import usable_cpus
+
 try:
     import aiohttp  # a light client: httpx spends ~2 ms of CPU per request, aiohttp ~0.15
 except ImportError:
     raise SystemExit("this benchmark needs aiohttp: .venv/bin/pip install aiohttp") from None
 
-TARGET = {"rate": 300.0, "p99_ms": 100.0}
+TARGET = {"rate": 800.0, "p99_ms": 50.0}
 
 
 def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
@@ -54,8 +62,23 @@ def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
     return pngs
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet"]
+def photo_jpegs(count: int = 16) -> list[bytes]:
+    """Phone-photo-like JPEGs of MNIST test digits, from the test suite's independent
+    generator (its "reporting" digits are not used here: these are the first test digits)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import photo_like
+
+    from mnist_digits.data import load_mnist
+
+    rng = np.random.default_rng(0)
+    digits = load_mnist().x_test[:count]
+    return [photo_like.photograph(photo_like.distorted(photo_like.mnist_ink(digit, int(rng.integers(250, 400))),
+                                                       rng), rng)
+            for digit in digits]
+
+
+def start_server(model: str, *options: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet", *options]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     for line in server.stdout:
@@ -79,15 +102,23 @@ def start_server(model: str) -> tuple[subprocess.Popen, str]:
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system) used so far by process `pid`, or by this one."""
+    """CPU time (user + system) used so far by process `pid` and its worker processes, or
+    by this one."""
     if pid is None:
         usage = os.times()
         return usage.user + usage.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # the server or its child
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def request_maker(scenario: str, pngs: list[bytes]):
+def request_maker(scenario: str, pngs: list[bytes], jpegs: list[bytes]):
     """(session, i) -> the i-th request of `scenario`, as an aiohttp request context."""
     if scenario == "health":
         return lambda session, i: session.get("/api/health")
@@ -97,7 +128,7 @@ def request_maker(scenario: str, pngs: list[bytes]):
     if scenario == "upload":
         def upload(session, i):
             form = aiohttp.FormData()
-            form.add_field("file", pngs[i % len(pngs)], filename="digit.png", content_type="image/png")
+            form.add_field("file", jpegs[i % len(jpegs)], filename="photo.jpg", content_type="image/jpeg")
             return session.post("/api/predict", data=form)
         return upload
     raise ValueError(scenario)
@@ -110,9 +141,10 @@ async def run_load(url: str, make_request, clients: int, seconds: float, max_req
     issued = 0
 
     async def send(session, i) -> bool:
+        """Whether the request got a real answer: 200, and for a prediction, a digit."""
         async with make_request(session, i) as response:
-            await response.read()
-            return response.status == 200
+            body = await response.json(content_type=None)
+            return response.status == 200 and ("digit" in body or body.get("status") == "ok")
 
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=10)
@@ -129,15 +161,20 @@ async def run_load(url: str, make_request, clients: int, seconds: float, max_req
                 issued += 1
                 sent = time.perf_counter()
                 try:
-                    errors += not await send(session, issued)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    answered = await send(session, issued)
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    answered = False
+                if answered:  # an error answer is often fast: it must not count as throughput
+                    latencies.append(time.perf_counter() - sent)
+                else:
                     errors += 1
-                latencies.append(time.perf_counter() - sent)
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
         server_cpu, client_cpu = cpu_seconds(server_pid) - cpu_before[0], cpu_seconds() - cpu_before[1]
     latency_ms = np.array(latencies) * 1000.0
+    if not latencies:
+        raise SystemExit(f"no request was answered ({errors} errors)")
     return {"requests": len(latencies), "errors": errors, "rate": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(latency_ms, 50)), "p99_ms": float(np.percentile(latency_ms, 99)),
             "server_cpu_ms": server_cpu * 1000 / len(latencies), "client_cpu_ms": client_cpu * 1000 / len(latencies)}
@@ -150,37 +187,46 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per scenario (default: 10)")
     parser.add_argument("--max-requests", type=int, default=20000, help="cap per scenario (default: 20000)")
     parser.add_argument("--scenarios", default="health,canvas,upload", help="comma-separated")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()],
+                        help="server processes, one server each in turn (default: 1, the baseline, "
+                             f"then {usable_cpus()}: one per core)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
         parser.error("--clients must be 1-256 and --seconds 0-120")
 
-    pngs = canvas_pngs()
-    server, url = start_server(args.model)
-    try:
-        results = {}
-        for scenario in args.scenarios.split(","):
-            results[scenario] = asyncio.run(run_load(url, request_maker(scenario, pngs), args.clients,
-                                                     args.seconds, args.max_requests, server.pid))
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+    pngs, jpegs = canvas_pngs(), photo_jpegs()
+    results = {}
+    for workers in args.workers:
+        server, url = start_server(args.model, workers)
+        try:
+            for scenario in args.scenarios.split(","):
+                results[workers, scenario] = asyncio.run(run_load(
+                    url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
+                    args.max_requests, server.pid))
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=60)
 
-    baseline = results.get("health")
-    print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, server on {url} "
+    print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, servers on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, shared with the client)")
-    print(f"{'scenario':<10} {'requests':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'vs health':>10} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
-    for scenario, result in results.items():
+    print(f"{'workers':>7} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} {'server CPU ms/req':>18} "
+          f"{'client CPU ms/req':>18}")
+    for (workers, scenario), result in results.items():
+        baseline = results.get((workers, "health"))
+        single = results.get((1, scenario))
         ratio = f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
-        print(f"{scenario:<10} {result['requests']:>9} {result['errors']:>7} {result['rate']:>8.0f} "
-              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} "
+        versus_single = f"{result['rate'] / single['rate']:.2f}x" if single else "-"
+        print(f"{workers:>7} {scenario:<10} {result['requests']:>9} {result['errors']:>7} {result['rate']:>8.0f} "
+              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} {versus_single:>12} "
               f"{result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f}")
-    canvas = results.get("canvas")
-    if canvas:
-        met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
-               and canvas["errors"] == 0)
-        print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
-              f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors: {'met' if met else 'NOT met'}")
+    for (workers, scenario), canvas in results.items():
+        if scenario == "canvas":
+            met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
+                   and canvas["errors"] == 0)
+            print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
+                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {workers} worker(s): "
+                  f"{'met' if met else 'NOT met'}")
     return 0
 
 

@@ -8,8 +8,18 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tensorflow_import.py)
+
+# Fuzzing (hypothesis) of the IDX and batch readers: a short seeded run in the suite, so CI
+# is repeatable; a long random one with MNIST_DIGITS_FUZZ_EXAMPLES (benchmarks/fuzz_inputs.py).
+# tests/test_fuzz.py sets its own, with the same variable.
+_FUZZ_EXAMPLES = os.environ.get("MNIST_DIGITS_FUZZ_EXAMPLES")
+settings.register_profile("mnist-digits", max_examples=int(_FUZZ_EXAMPLES or 300), deadline=2000,
+                          derandomize=_FUZZ_EXAMPLES is None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mnist-digits")
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +43,93 @@ def mlp_run(mnist, tmp_path_factory):
 
     run_dir, _, _ = train_run("mlp", mnist, out=tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
     return run_dir
+
+
+class Child:
+    """A child process whose output is read with a deadline: a line that never comes fails
+    the test instead of stalling it (a thread reads; the test waits on a queue)."""
+
+    def __init__(self, command: list[str], env: dict | None = None):
+        import queue
+        import subprocess
+        import threading
+
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def wait_for_line(self, wanted, timeout: float) -> str:
+        """The first line for which `wanted(line)` is true, within `timeout` seconds."""
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                pytest.fail(f"no such line within {timeout} s; output so far:\n{self.output}")
+            if line is None:
+                pytest.fail(f"the child ended without such a line:\n{self.output}")
+            self.lines.append(line)
+            if wanted(line):
+                return line
+
+    def finish(self, timeout: float) -> int:
+        """Its exit code, once its output is all read, within `timeout` seconds."""
+        code = self.process.wait(timeout=timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def spawn():
+    """Start child processes that are killed at the end of the test, whatever happened."""
+    children: list[Child] = []
+
+    def start(command: list[str], env: dict | None = None) -> Child:
+        children.append(Child(command, env))
+        return children[-1]
+
+    yield start
+    for child in children:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait(timeout=30)
+
+
+class _Payload:
+    """Unpickling this creates the file at `path`: proof that pickle ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.fixture
+def pickle_payload(tmp_path):
+    """(an object array whose unpickling creates a marker file, the marker's path): for the
+    tests that a file from outside is read without pickle."""
+    import numpy as np
+
+    marker = tmp_path / "pickle-ran"
+    array = np.empty((2, 28, 28), dtype=object)
+    array.fill(_Payload(marker))
+    return array, marker
 
 
 class UniformClassifier:

@@ -89,10 +89,40 @@ def test_a_missing_file_is_named(tmp_path):
         data.load_mnist(folder)
 
 
-def test_a_foreign_npz_is_refused_without_unpickling(tmp_path):
-    np.savez(tmp_path / "mnist.npz", x_train=np.array([object()], dtype=object))
+def test_a_foreign_npz_is_refused_by_its_checksum(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((1, 28, 28), np.uint8))
     with pytest.raises(DataError, match="checksum mismatch"):
         data.load_mnist(tmp_path)
+
+
+def _npz_with_checksum_accepted(path: Path, monkeypatch) -> None:
+    """Make `path` pass the checksum, so that what is tested is the reading after it."""
+    monkeypatch.setattr(data, "KERAS_NPZ", (path.name, data.sha256_of(path)))
+
+
+def test_an_npz_of_pickled_objects_is_never_unpickled(tmp_path, monkeypatch, pickle_payload):
+    objects, marker = pickle_payload
+    np.savez(tmp_path / "mnist.npz", x_train=objects, y_train=np.zeros(2, np.uint8),
+             x_test=objects, y_test=np.zeros(2, np.uint8))
+    _npz_with_checksum_accepted(tmp_path / "mnist.npz", monkeypatch)
+    with pytest.raises(DataError, match="not a readable Keras mnist.npz"):
+        data.load_mnist(tmp_path)
+    assert not marker.exists(), "the .npz was unpickled"
+
+
+def test_a_keras_mnist_npz_is_read_and_split_like_the_idx_files(tmp_path, monkeypatch, mnist):
+    """keras.datasets' single file (its checksum accepted for this copy: the canonical file
+    is not in the test data): the same arrays, the same splits."""
+    np.savez_compressed(tmp_path / "mnist.npz",
+                        x_train=np.concatenate([mnist.x_train, mnist.x_val]),
+                        y_train=np.concatenate([mnist.y_train, mnist.y_val]),
+                        x_test=mnist.x_test, y_test=mnist.y_test)
+    _npz_with_checksum_accepted(tmp_path / "mnist.npz", monkeypatch)
+    loaded = data.load_mnist(tmp_path)
+    for split in ("train", "validation", "test"):
+        for got, want in zip(loaded.split(split), mnist.split(split)):
+            np.testing.assert_array_equal(got, want)
+    assert loaded.checksums == {"mnist.npz": data.KERAS_NPZ[1]}
 
 
 def run_command(*args, env_extra=None):
@@ -122,3 +152,25 @@ def test_data_command_on_a_missing_folder(tmp_path):
     result = run_command("data", "--data-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_gzip_bomb_in_the_data_folder_is_refused_at_bounded_cost(tmp_path):
+    import struct
+    import tracemalloc
+
+    from test_idx import gzip_bomb
+
+    folder = copy_real(tmp_path / "mnist")
+    bomb = folder / "t10k-images-idx3-ubyte.gz"  # the header of the real file, then 512 MiB of zeros
+    gzip_bomb(bomb, struct.pack(">HBB3I", 0, 8, 3, 10_000, 28, 28), zeros=512 * 2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as error:
+            data.load_mnist(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "t10k-images-idx3-ubyte.gz" in str(error.value)
+    # All four files are read to name the fault (47 MB of training images among them), the
+    # bomb no further than the 7.8 MB its header declares.
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB to refuse a 512 MiB gzip bomb"

@@ -3,6 +3,7 @@ model, load back through load_classifier, and refuse bad input cleanly."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -179,9 +180,10 @@ def test_existing_out_is_refused_without_force(exports, mlp_run, capsys):
 
 
 def test_force_replaces_an_export(mlp_run, tmp_path, capsys):
-    out = tmp_path / "export"
+    out = tmp_path / "export"  # an old export, and a file of the old one only
     out.mkdir()
-    (out / "stale.txt").write_text("old")
+    for name in ("model.tflite", "model_info.json", "stale.txt"):
+        (out / name).write_text("old")
     assert run_cli("export", mlp_run, "--format", "tflite", "--quantize", "float16",
                    "--out", out, "--force") == 0
     assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "model.tflite", "model_info.json"]
@@ -294,3 +296,61 @@ def test_library_raises_accuracy_drop_error(mlp_run, small_mnist, tmp_path):
     with pytest.raises(AccuracyDropError):
         export_model(mlp_run, small_mnist, format="tflite", out=tmp_path / "x", max_accuracy_drop=-100)
     assert not list(tmp_path.iterdir())
+
+
+def _digit_pngs(mnist, folder, count: int = 20):
+    """The first `count` test digits as dark-on-white PNGs, 3x their size."""
+    from PIL import Image
+
+    folder.mkdir()
+    for index in range(count):
+        Image.fromarray(255 - mnist.x_test[index]).resize((84, 84)).save(folder / f"{index:02d}.png")
+    return folder
+
+
+def test_predict_command_on_a_tflite_export_gives_the_same_answers_without_tensorflow(
+        exports, mlp_run, mnist, tmp_path):
+    """As the README says: the same answers as the run folder, and TensorFlow never imported."""
+    import subprocess
+    import sys
+
+    digits = _digit_pngs(mnist, tmp_path / "digits")
+    code = ("import json, sys; from mnist_digits import cli; code = cli.main(sys.argv[1:]); "
+            "print(json.dumps({'tensorflow_imported': 'tensorflow' in sys.modules})); sys.exit(code)")
+    answers = {}
+    for name, model in (("keras", mlp_run), ("tflite", exports["tflite-float32"].path.parent)):
+        result = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(digits), "--json"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        *lines, imported = [json.loads(line) for line in result.stdout.splitlines()]
+        assert imported["tensorflow_imported"] == (name == "keras")
+        answers[name] = lines
+    assert len(answers["tflite"]) == 20
+    for keras_answer, tflite_answer in zip(answers["keras"], answers["tflite"]):
+        assert tflite_answer["file"] == keras_answer["file"]
+        assert tflite_answer["digit"] == keras_answer["digit"]
+        np.testing.assert_allclose(tflite_answer["probabilities"], keras_answer["probabilities"], atol=1e-4)
+
+
+def test_serve_on_an_int8_export_answers_like_the_keras_model(exports, mlp_run, mnist):
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from mnist_digits.predict import Predictor
+    from mnist_digits.serve import create_app
+
+    def answers(model_path):
+        with TestClient(create_app(Predictor.from_path(model_path)), base_url="http://localhost") as client:
+            assert client.get("/api/health").json()["status"] == "ok"
+            files = []
+            for index in range(32):
+                buffer = io.BytesIO()
+                Image.fromarray(255 - mnist.x_test[index]).resize((140, 140)).save(buffer, "PNG")
+                files.append(("files", (f"{index}.png", buffer.getvalue(), "image/png")))
+            return client.post("/api/predict/batch", files=files).json()["results"]
+
+    keras_digits = [a["digit"] for a in answers(mlp_run)]
+    int8_digits = [a["digit"] for a in answers(exports["tflite-int8"].path)]
+    # int8 rounding may flip a borderline digit, not more.
+    assert sum(a != b for a, b in zip(keras_digits, int8_digits)) <= 1
+    assert np.mean(np.array(int8_digits) == mnist.y_test[:32]) >= 0.9

@@ -91,12 +91,16 @@ def test_augmentation_shift_moves_the_digit_by_whole_pixels(tiny_mnist):
 
     images = to_model_input(tiny_mnist.x_train[:64])
     shift_only = Recipe(epochs=1, batch_size=64, learning_rate=1e-3, shift_pixels=3)
-    seed = tf.constant([1, 1], tf.int64)
+    # Seed chosen so that two of the 64 draws land within 0.02 px of whole pixels, neither
+    # of them (0, 0): (2, -1) and (3, -2).
+    seed = tf.constant([232, 232], tf.int64)
     moved = augment(tf.constant(images), seed, shift_only).numpy()
     uniform = tf.random.stateless_uniform([64, 4], seed, minval=-1.0, maxval=1.0).numpy()
     dx, dy = uniform[:, 2] * 3, uniform[:, 3] * 3
     # The digits sit inside a 4-pixel black border, so np.roll loses nothing.
-    for k in np.flatnonzero((np.abs(dx - np.round(dx)) < 0.02) & (np.abs(dy - np.round(dy)) < 0.02)):
+    whole = np.flatnonzero((np.abs(dx - np.round(dx)) < 0.02) & (np.abs(dy - np.round(dy)) < 0.02))
+    assert len(whole) >= 2, "no draw landed on whole pixels: the comparison below would not run"
+    for k in whole:
         expected = np.roll(images[k], (int(round(dy[k])), int(round(dx[k]))), axis=(0, 1))
         assert np.abs(moved[k] - expected).max() < 0.05
     # Whatever the amounts, the centre of ink moves by (dx, dy).
@@ -172,7 +176,8 @@ def test_train_ensemble_writes_a_run_folder_others_can_load(tiny_mnist, tmp_path
     members = [load_classifier(run_dir / "members" / f"seed-{s}") for s in (0, 1)]
     mean = np.mean([m.predict_proba(images) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.predict_proba(images), mean, atol=1e-6)
-    assert ensemble.name == "mlp-ensemble2" and 0 <= metrics["test"]["accuracy"] <= 1
+    assert ensemble.name == "mlp-ensemble2"
+    assert metrics["test"]["accuracy"] == np.mean(ensemble.predict_proba(images).argmax(1) == tiny_mnist.y_test)
 
     # The same from run folders trained before, with the command.
     again = tmp_path / "again"
@@ -204,10 +209,36 @@ def test_an_ensemble_resumes_with_the_members_already_trained(tiny_mnist, tmp_pa
     assert config["model"] == "mlp-ensemble3" and [m["seed"] for m in config["members"]] == [0, 1, 2]
     assert len(load_keras_model(run_dir / "model.keras").layers) == 5  # input, 3 members, mean
 
-    with pytest.raises(UsageError, match="another model or recipe"):
-        train_ensemble("mlp", tiny_mnist, members=3, out=out, epochs=2, verbose=0, resume=True)
+    for other in ({"model_name": "mlp", "epochs": 2}, {"model_name": "mlp", "epochs": 1, "batch_size": 64},
+                  {"model_name": "cnn-small", "epochs": 1}):
+        with pytest.raises(UsageError, match="another model or recipe"):
+            train_ensemble(data=tiny_mnist, members=3, out=out, verbose=0, resume=True, **other)
+    assert (out / "members" / "seed-0" / "model.keras").read_bytes() == first  # and nothing replaced
     with pytest.raises(UsageError, match="no ensemble members to resume"):
         train_ensemble("mlp", tiny_mnist, members=2, out=tmp_path / "new", epochs=1, verbose=0, resume=True)
+
+
+def test_tta_ensembles_from_the_command_line(tmp_path, mnist, capsys):
+    """`train --ensemble 2 --tta` and `ensemble --tta` over its members (one epoch each, on
+    the full data as the command loads it): both models average the members over the views."""
+    from mnist_digits.ensemble import TTA_VIEWS
+
+    trained = tmp_path / "trained"
+    assert main(["train", "--model", "mlp", "--ensemble", "2", "--tta", "--epochs", "1", "--quiet",
+                 "--out", str(trained)]) == 0
+    members = [trained / "members" / f"seed-{seed}" for seed in (0, 1)]
+    combined = tmp_path / "combined"
+    assert main(["ensemble", *map(str, members), "--tta", "--out", str(combined)]) == 0
+    assert "ensemble of 2 with test-time views: test accuracy" in capsys.readouterr().out
+
+    images = to_model_input(mnist.x_test[:64])
+    views = [_warped(images, degrees, scale) for degrees, scale in TTA_VIEWS]
+    member_models = [load_keras_model(member / "model.keras") for member in members]
+    expected = np.mean([np.asarray(m(v, training=False)) for m in member_models for v in views], axis=0)
+    for run_dir in (trained, combined):
+        assert json.loads((run_dir / "config.json").read_text())["test_time_augmentation"]
+        predicted = load_classifier(run_dir).predict_proba(images)
+        np.testing.assert_allclose(predicted, expected, atol=1e-5)
 
 
 def test_ensemble_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
+from scipy.special import softmax
 
 from mnist_digits import cli
-from mnist_digits.errors import NoDigitFound
-from mnist_digits.evaluation import apply_temperature
+from mnist_digits.errors import InputImageError, NoDigitFound
 from mnist_digits.idx import encode_idx
 from mnist_digits.predict import Failure, Predictor, collect_inputs, predict_inputs, prepared_png_name
 
@@ -69,7 +72,8 @@ def test_answers_carry_calibrated_probabilities(predictor, mnist):
     images = mnist.x_test[:20].astype(np.float32) / 255
     answers = predictor.predict_prepared(images)
     raw = predictor.classifier.predict_proba(images)
-    calibrated = apply_temperature(raw, predictor.temperature)
+    # Temperature scaling from its definition, softmax(log p / T), not the package's own function.
+    calibrated = softmax(np.log(raw) / predictor.temperature, axis=1)
     assert predictor.temperature == predictor.classifier.temperature != 1.0
     for answer, expected in zip(answers, calibrated):
         assert answer.prepared is None
@@ -210,10 +214,12 @@ def test_idx_and_npy_batches_answer_each_image(capsys, mlp_run, mnist, tmp_path)
     assert np.mean([a["digit"] for a in answers] == mnist.y_test[:9]) >= 8 / 9
 
 
-def test_a_pickled_npy_is_refused(capsys, mlp_run, tmp_path):
-    np.save(tmp_path / "objects.npy", np.array([{"not": "pixels"}], dtype=object), allow_pickle=True)
+def test_a_pickled_npy_is_refused_without_unpickling(capsys, mlp_run, tmp_path, pickle_payload):
+    objects, marker = pickle_payload  # shaped like a batch of 28x28 images
+    np.save(tmp_path / "objects.npy", objects, allow_pickle=True)
     code, out, _ = _run(capsys, mlp_run, tmp_path / "objects.npy", "--json")
-    assert code == 1 and "error" in json.loads(out)
+    assert code == 1 and "not a readable .npy array" in json.loads(out)["error"]
+    assert not marker.exists(), "the .npy was unpickled"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -246,3 +252,86 @@ def test_the_command_never_shows_a_traceback(mlp_run, digits_folder, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("mnist-digits: error: ")]
     assert len(errors) == 7, result.stderr
     assert len(result.stdout.splitlines()) == len(GOOD)
+
+
+# --- hostile inputs: each one error line, the others still answered ---------------------------
+
+def npy_claiming(shape, dtype="|u1", body=b"\0" * 64) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + body
+
+
+def test_hostile_files_are_one_error_line_each_and_never_block(mlp_run, mnist, tmp_path):
+    folder = tmp_path / "scanned"
+    folder.mkdir()
+    (folder / "digit-7.png").write_bytes(_png(_on_paper(mnist.x_test[0])))
+    os.mkfifo(folder / "digit.png")  # opening it would wait for a writer forever
+    (folder / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+    (tmp_path / "huge.npy").write_bytes(npy_claiming((2**20, 1024, 1024)))  # 2^40 bytes, says the header
+    os.mkfifo(tmp_path / "batch.npy")
+    np.save(tmp_path / "good.npy", mnist.x_test[1:3])
+    command = [sys.executable, "-m", "mnist_digits.cli", "predict", str(mlp_run), str(folder),
+               str(tmp_path / "huge.npy"), str(tmp_path / "batch.npy"), str(tmp_path / "good.npy")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mnist-digits: error: ")]
+    assert sorted(line.split(": ")[2].rsplit("/", 1)[-1] for line in errors) == [
+        "batch.npy", "digit.png", "huge.npy", "zero.png"], result.stderr
+    assert sum("not a regular file" in line for line in errors) == 3
+    assert "1,099,511,627,776 bytes" in next(line for line in errors if "huge.npy" in line)
+    answered = [line.split(": ")[0].rsplit("/", 1)[-1] for line in result.stdout.splitlines()]
+    assert answered == ["digit-7.png", "good.npy[0]", "good.npy[1]"], result.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (npy_claiming((3, 28, 28), body=b"\0" * 100), "truncated or damaged"),
+    (npy_claiming((2, 28, 28), "<U1", body=b"\0" * 2 * 28 * 28 * 4), "not images"),
+    (npy_claiming((2**62, 2**62)), "over the limit"),
+    (b"\x93NUMPY\x01\x00\x06\x00\x00\x00\x00'''", "not a readable .npy"),  # found by fuzzing: TokenError
+])
+def test_npy_headers_are_checked_before_loading(tmp_path, content, message):
+    (tmp_path / "batch.npy").write_bytes(content)
+    ((name, error),) = collect_inputs([tmp_path / "batch.npy"])
+    assert isinstance(error, InputImageError) and message in str(error)
+
+
+def npy_like():
+    """Mostly near-valid .npy files: a real header (any shape, numeric or not) and any data."""
+    header = st.builds(
+        lambda shape, dtype, fortran: npy_claiming(tuple(shape), dtype, body=b"").replace(
+            b"'fortran_order': False", b"'fortran_order': " + str(fortran).encode()),
+        st.lists(st.integers(0, 2**40), max_size=5), st.sampled_from(["|u1", "<f4", ">f8", "|b1", "<c8", "|O", "<U2", "|V3"]),
+        st.booleans())
+    return st.one_of(st.binary(max_size=300), st.builds(bytes.__add__, header, st.binary(max_size=3000)))
+
+
+@given(content=npy_like(), name=st.sampled_from(["batch.npy", "batch-idx3-ubyte", "batch.idx.gz"]))
+def test_fuzz_batch_readers_end_in_images_or_an_input_error(content, name):
+    """Any bytes as a batch file: images or the project's InputImageError, never another
+    exception (fuzz profile: see conftest.py)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+        for _, source in collect_inputs([path]):
+            assert isinstance(source, (np.ndarray, InputImageError)), source
+            if isinstance(source, np.ndarray):
+                assert source.dtype.kind in "biuf" and source.ndim in (2, 3)
+
+
+def test_a_progress_bar_runs_above_1000_inputs_on_a_terminal(capsys, mlp_run, mnist, tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for count, shown in ((1000, False), (1001, True)):
+        (tmp_path / "batch-idx3-ubyte").write_bytes(encode_idx(mnist.x_test[:count]))
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        code = cli.main(["predict", str(mlp_run), str(tmp_path / "batch-idx3-ubyte"), "--json"])
+        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # no bar in them
+        assert code == 0 and len(answers) == count
+        assert (f"{count}/{count}" in terminal.getvalue()) == shown, terminal.getvalue()[-300:]

@@ -148,7 +148,9 @@ def _accuracy(classifier, images, labels) -> float:
 
 
 def test_preparing_mnist_test_digits_costs_at_most_0_3_points(classifier, mnist):
-    images, labels = mnist.x_test[:2000], mnist.y_test[:2000]
+    """All 10,000 test digits, as the README says (measured: 98.46% -> 98.32%; on the first
+    2,000, the easier ones, it costs nothing and would hide a loss)."""
+    images, labels = mnist.x_test, mnist.y_test
     raw = _accuracy(classifier, list(images / 255.0), labels)
     prepared = _accuracy(classifier, [prepare(image) for image in images], labels)
     assert prepared >= raw - 0.003, f"raw {raw:.2%}, prepared {prepared:.2%}"
@@ -156,9 +158,10 @@ def test_preparing_mnist_test_digits_costs_at_most_0_3_points(classifier, mnist)
 
 @pytest.fixture(scope="module")
 def realistic(classifier, mnist):
-    """700 photo-like inputs from test digits spread over the test set (both of its
-    halves, which differ in difficulty), 100 per kind, with what the model reads in each."""
-    picks = np.arange(0, 10000, 10)[:700]
+    """700 photo-like inputs from test digits spread evenly over the whole test set (both
+    of its halves, which differ in difficulty: 0 to 9,999), 100 per kind, with what the
+    model reads in each."""
+    picks = np.linspace(0, len(mnist.x_test) - 1, 700).round().astype(int)
     images, labels = mnist.x_test[picks], mnist.y_test[picks]
     inputs = realistic_inputs(images, labels)
     kinds = np.array([kind for kind, _, _ in inputs])
@@ -169,13 +172,16 @@ def realistic(classifier, mnist):
 
 
 def test_realistic_inputs_are_read_right_at_least_97_percent(realistic):
-    """The default mlp reads at least 97% of all the photo-like inputs right (its own
-    mistakes on the clean digits included), and no kind of input falls far behind."""
+    """The default mlp reads at least 96.5% of all the photo-like inputs right (its own
+    mistakes on the clean digits included), and no kind of input falls far behind.
+    Measured 2026-11-28: 98.29% (688 of 700), each kind 97-99%; the floors leave 12
+    images overall and 5 per kind for other TensorFlow builds. These inputs were used to
+    tune `prepare`: the independent set above is the honest measure."""
     kinds, labels, prepared, _, _ = realistic
     right = prepared == labels
     by_kind = {kind: round(float(np.mean(right[kinds == kind])), 3) for kind in dict.fromkeys(kinds)}
-    assert np.mean(right) >= 0.97, by_kind
-    assert min(by_kind.values()) >= 0.94, by_kind
+    assert np.mean(right) >= 0.965, by_kind
+    assert min(by_kind.values()) >= 0.92, by_kind
 
 
 def test_realistic_inputs_cost_little_against_the_clean_originals(realistic):
@@ -189,6 +195,55 @@ def test_a_plain_resize_of_the_whole_image_does_far_worse(realistic):
     kinds, labels, prepared, plain, _ = realistic
     assert np.mean(plain == labels) <= 0.5
     assert np.mean(prepared == labels) - np.mean(plain == labels) >= 0.4
+
+
+# --- an independent photo-like set (tests/photo_like.py: no code shared with preprocess) ---
+
+
+@pytest.fixture(scope="module")
+def photo_like_answers(classifier, mnist):
+    """part -> (source of each sample, whether the model read it right). Fonts missing
+    outside CI: the font samples are left out (in CI, .ci/run installs them)."""
+    import os
+
+    import photo_like
+
+    if photo_like.missing_fonts() and os.environ.get("CI"):
+        pytest.fail(f"fonts missing in CI: {photo_like.missing_fonts()}")
+    answers = {}
+    for part in photo_like.PARTS:
+        samples = photo_like.photo_like_set(part, mnist.x_test, mnist.y_test, mnist_count=200,
+                                            per_font_digit=3)
+        # "no digit found" counts as a wrong answer: the user got none.
+        prepared = [prepared for prepared, error in preprocess.prepare_many([s.data for s in samples])]
+        blank = np.zeros((28, 28), np.float32)
+        read = classifier.predict_proba(np.stack([blank if p is None else p for p in prepared])).argmax(1)
+        right = (read == [sample.label for sample in samples]) & np.array([p is not None for p in prepared])
+        answers[part] = (np.array([sample.source for sample in samples]), right)
+    return answers
+
+
+# Measured 2026-11-28 with the default mlp (seed 0): development 76.5% of the 200 MNIST
+# digits and 81.7% of the 120 font digits; reporting 82.0% and 74.2%. The floors sit about
+# 8 points lower, for other TensorFlow builds and recipe changes (±3 points is one standard
+# error on 200 samples).
+@pytest.mark.parametrize("part", ["development", "reporting"])
+def test_independent_photo_like_mnist_digits_are_read(photo_like_answers, part):
+    sources, right = photo_like_answers[part]
+    assert np.sum(sources == "mnist") == 200
+    assert right[sources == "mnist"].mean() >= 0.68
+
+
+@pytest.mark.parametrize("part", ["development", "reporting"])
+def test_independent_photo_like_font_digits_are_read(photo_like_answers, part):
+    import photo_like
+
+    if photo_like.missing_fonts():
+        pytest.skip(f"handwriting fonts not installed (Debian packages, see .ci/run): "
+                    f"{photo_like.missing_fonts()}")
+    sources, right = photo_like_answers[part]
+    assert np.sum(sources != "mnist") == 4 * 10 * 3  # every font, every digit
+    assert right[sources != "mnist"].mean() >= 0.62
 
 
 def sheet_on_table(digit, rng):

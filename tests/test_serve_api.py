@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import zlib
@@ -314,32 +312,51 @@ def test_concurrent_requests_each_get_their_own_answer(server_url, client, digit
 # --- the command ------------------------------------------------------------------------
 
 
-def test_serve_command_serves_and_stops_cleanly_on_ctrl_c(mlp_run, digits):
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "mnist_digits.cli", "serve", str(mlp_run), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert found, line
-        with httpx.Client(base_url=found.group(0), timeout=5) as http:
-            for _ in range(300):  # the line comes as the model loads
-                try:
-                    health = http.get("/api/health")
-                    break
-                except httpx.TransportError:
-                    threading.Event().wait(0.1)
-            assert health.json()["status"] == "ok"
-            answer = http.post("/api/predict", content=canvas_png(digits[0][0]),
+def child_processes(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                children.append(int(status.parent.name))
+        except OSError:  # it ended while we looked
+            pass
+    return children
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_command_serves_and_stops_cleanly_on_ctrl_c(mlp_run, digits, spawn, workers):
+    server = spawn([sys.executable, "-m", "mnist_digits.cli", "serve", str(mlp_run), "--port", "0",
+                    "--workers", str(workers)])
+    line = server.wait_for_line(lambda line: "http://127.0.0.1:" in line, timeout=120)
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    assert found, line
+    assert ("2 worker processes" in line) == (workers == 2), line
+    with httpx.Client(base_url=found.group(0), timeout=5) as http:
+        for _ in range(1200):  # the line comes as the model loads (in each worker too)
+            try:
+                health = http.get("/api/health")
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+        assert health.json()["status"] == "ok"
+        for image in digits[0]:  # enough requests to reach every worker
+            answer = http.post("/api/predict", content=canvas_png(image),
                                headers={"Content-Type": "image/png"})
-            assert answer.json()["digit"] == digits[1][0]
-        server.send_signal(signal.SIGINT)
-        output = server.communicate(timeout=30)[0]
-        assert server.returncode == 0, output
-        assert "Traceback" not in output
-    finally:
-        if server.poll() is None:
-            server.kill()
+            assert answer.status_code == 200 and 0 <= answer.json()["digit"] <= 9
+        answer = http.post("/api/predict", content=canvas_png(digits[0][0]),
+                           headers={"Content-Type": "image/png"})
+        assert answer.json()["digit"] == digits[1][0]
+    workers_running = child_processes(server.process.pid)
+    server.process.send_signal(signal.SIGINT)
+    assert server.finish(timeout=60) == 0, server.output
+    assert "Traceback" not in server.output
+    for _ in range(100):  # multiprocessing's helper process ends a moment after its parent
+        left = [pid for pid in workers_running if Path(f"/proc/{pid}").exists()]
+        if not left:
+            break
+        threading.Event().wait(0.1)
+    assert not left, "a worker outlived Ctrl-C"
 
 
 def test_serve_command_says_so_when_the_port_is_taken(mlp_run, capsys):

@@ -1,7 +1,6 @@
 """Training end to end: the command on the full data, the run folder, determinism, Ctrl-C."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ def command(*args):
 @pytest.fixture(scope="module")
 def two_epoch_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    result = subprocess.run(command("train", "--model", "mlp", "--epochs", "3", "--out", str(out)),
+    result = subprocess.run(command("train", "--model", "mlp", "--epochs", "3", "--out", str(out), "--verbose"),
                             capture_output=True, text=True, timeout=300)
     return out, result
 
@@ -40,7 +39,7 @@ def test_train_command_writes_the_whole_run_folder(two_epoch_run):
 def test_three_epochs_on_the_full_data_reach_96_percent(two_epoch_run):
     out, _ = two_epoch_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test"]["accuracy"] >= 0.96
+    assert metrics["test"]["accuracy"] >= 0.96  # measured 96.96% (2026-11-28): 96 images to spare
     assert metrics["test"]["count"] == 10_000 and metrics["validation"]["count"] == 5_000
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert set(metrics["per_class"]["5"]) == {"precision", "recall", "f1", "support"}
@@ -50,7 +49,9 @@ def test_three_epochs_on_the_full_data_reach_96_percent(two_epoch_run):
     recalls = {int(d): row["recall"] for d, row in metrics["per_class"].items()}
     assert metrics["hardest_digit"] == min(recalls, key=recalls.get)
     assert metrics["easiest_digit"] == max(recalls, key=recalls.get)
-    assert 0 <= metrics["train"]["accuracy"] <= 1 and metrics["test"]["loss"] > 0
+    # The training split is measured too, all of it, and is not far from the test set's.
+    assert metrics["train"]["count"] == 55_000 and metrics["test"]["loss"] > 0
+    assert abs(metrics["train"]["accuracy"] - metrics["test"]["accuracy"]) < 0.015
     # The Wilson 95% interval of 10,000 images at ~97%: about +-0.35 points around the value.
     low, high = metrics["test"]["accuracy_95_interval"]
     assert low < metrics["test"]["accuracy"] < high and 0.004 < high - low < 0.01
@@ -72,6 +73,18 @@ def test_config_holds_what_repeats_the_run(two_epoch_run):
     assert len(config["data"]["sha256"]) == 4 and "tensorflow" in config["versions"]
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 4
+
+
+def test_config_and_verbose_say_where_the_seconds_went(two_epoch_run):
+    out, result = two_epoch_run
+    timings = json.loads((out / "config.json").read_text())["timings"]
+    for phase in ("startup", "data", "build", "fit", "tensorboard", "evaluation", "figures (after evaluation)"):
+        assert timings[phase] >= 0, phase
+    assert timings["fit"] > 0 and timings["evaluation"] > 0
+    # The phases follow one another: together they fit in the whole process.
+    phases = sum(value for name, value in timings.items() if name != "total")
+    assert phases <= timings["total"] + 0.1 and phases >= 0.8 * timings["total"]
+    assert "Where the seconds went:" in result.stdout and "evaluation" in result.stdout
 
 
 def test_report_puts_the_write_up_beside_the_measurements(two_epoch_run):
@@ -123,22 +136,48 @@ def test_same_seed_gives_identical_metrics(small_mnist, tmp_path):
     assert first["test"]["loss"] != other["test"]["loss"]
 
 
-def test_ctrl_c_keeps_the_best_model_so_far(tmp_path):
+def test_same_seed_gives_identical_metrics_in_another_process(tmp_path):
+    """Two processes, the second one --force over the first one's run folder: the same
+    metrics.json numbers to the last digit, in a freshly written file."""
     out = tmp_path / "run"
-    process = subprocess.Popen(command("train", "--epochs", "50", "--out", str(out)),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("Epoch 3/"):  # two epochs done
-            process.send_signal(signal.SIGINT)
+    first = subprocess.run(command("train", "--epochs", "1", "--seed", "5", "--out", str(out)),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before, inode = (out / "metrics.json").read_text(), (out / "metrics.json").stat().st_ino
+    second = subprocess.run(command("train", "--epochs", "1", "--seed", "5", "--out", str(out), "--force"),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert (out / "metrics.json").stat().st_ino != inode  # written again, not left over
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(before)
+
+
+def test_ctrl_c_keeps_the_best_epochs_model(tmp_path, spawn):
+    """Ctrl-C right after an epoch whose validation accuracy fell below the best so far:
+    the saved model must be the best epoch's, not the last one's."""
+    import re
+
+    out = tmp_path / "run"
+    child = spawn(command("train", "--epochs", "50", "--out", str(out)))  # high rates: ups and downs
+    best = 0.0
+    for _ in range(30):
+        line = child.wait_for_line(lambda line: "val_accuracy:" in line, timeout=240)
+        accuracy = float(re.search(r"val_accuracy: ([0-9.]+)", line).group(1))
+        if accuracy < best:
             break
-    output = "".join(lines) + process.stdout.read()
-    assert process.wait(timeout=120) == 130, output
-    assert "Traceback" not in output and "Interrupted" in output
+        best = accuracy
+    else:
+        pytest.fail(f"validation accuracy never fell in 30 epochs:\n{child.output}")
+    child.process.send_signal(signal.SIGINT)
+    assert child.finish(timeout=120) == 130, child.output
+    assert "Traceback" not in child.output and "Interrupted" in child.output
     config = json.loads((out / "config.json").read_text())
-    assert config["interrupted"] is True and config["best_epoch"] >= 2
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert config["interrupted"] is True
+    assert config["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1 < len(history)
+    # metrics.json is measured on the saved model: its validation accuracy is the best epoch's.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] == pytest.approx(history["val_accuracy"].max(), abs=1e-4)
+    assert metrics["validation"]["accuracy"] > history["val_accuracy"][-1]
     assert (out / "model.keras").is_file() and (out / "report.md").is_file()
 
 

@@ -87,7 +87,10 @@ class KerasClassifier(BatchedClassifier):
         self.model = model
         self.name = name
         self.info = info or {}
-        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # Traced once for every batch size: without the signature, a run's evaluation traced
+        # it twice (the batches of 1,024, then the smaller last one) and serve again for batches.
+        self._call = tf.function(lambda x: model(x, training=False),
+                                 input_signature=[tf.TensorSpec([None, 28, 28], tf.float32)])
 
     @property
     def parameter_count(self) -> int:

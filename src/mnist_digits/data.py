@@ -9,16 +9,20 @@ and a download lands in the cache only after it passed.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import idx
-from .errors import DataError
+from .errors import DataError, first_line
 
 # The canonical files; sha256 of the .gz as published, and of the uncompressed IDX
 # content (for folders that hold them unpacked).
@@ -53,6 +57,17 @@ MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://yann.lecun.com/exdb/mnist/",
 )
+
+# Per mirror and file: a stall of DOWNLOAD_TIMEOUT seconds (connecting, or between two
+# reads), a download longer than DOWNLOAD_DEADLINE, or more bytes than MAX_DOWNLOAD_BYTES
+# (the largest file is 9.9 MB) moves on to the next mirror.
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_DEADLINE = 600
+MAX_DOWNLOAD_BYTES = 32 * 2**20
+
+# The most IDX data any MNIST file holds (60,000 images of 28x28): a damaged or hostile file
+# in a data folder is never un-gzipped beyond it.
+LARGEST_FILE_BYTES = 60_000 * 28 * 28
 
 # The validation split: the last 5,000 of the 60,000 training images (the split of
 # the classic Keras/TensorFlow examples). The test set is used only for evaluation.
@@ -152,9 +167,11 @@ def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def _load_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read the four files. A damaged file gets the most specific reason there is: the
-    format first (truncated, not gzip, wrong magic or dimensions), then images and labels
-    that disagree in count, and last the checksum."""
+    """Read the four files, each checked against its SHA-256 before anything parses or
+    un-gzips it. Only when a checksum fails are the files parsed -- bounded, to at most the
+    size of MNIST's largest file -- to name the most specific fault there is: the format
+    (truncated, not gzip, wrong magic or dimensions), then images and labels that disagree
+    in count, and last the checksum itself."""
     found = {}
     for key in FILES:
         found[key] = _find_file(folder, key)
@@ -163,39 +180,62 @@ def _load_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str
                 f"{folder}: {FILES[key][0]} (or its unpacked form) is missing; put all four "
                 "MNIST files there, or leave out --data-dir/MNIST_DIGITS_DATA to download them"
             )
+    mismatches = [(path, actual_sha, expected_sha) for path, expected_sha in found.values()
+                  if (actual_sha := sha256_of(path)) != expected_sha]
     read = {"train_images": idx.read_images, "test_images": idx.read_images,
             "train_labels": idx.read_labels, "test_labels": idx.read_labels}
-    arrays = {key: read[key](path) for key, (path, _) in found.items()}
+    arrays = {key: read[key](path, max_bytes=LARGEST_FILE_BYTES) for key, (path, _) in found.items()}
     arrays = {"x_train": arrays["train_images"], "y_train": arrays["train_labels"],
               "x_test": arrays["test_images"], "y_test": arrays["test_labels"]}
     for split in ("train", "test"):
         _check_shapes(arrays[f"x_{split}"], arrays[f"y_{split}"], str(folder), split)
-    checksums = {}
-    for path, expected_sha in found.values():
-        actual_sha = sha256_of(path)
-        if actual_sha != expected_sha:
-            raise _checksum_error(path, actual_sha, expected_sha,
-                                  "delete it and run `mnist-digits data` again")
-        checksums[path.name] = expected_sha
-    return arrays, checksums
+    for path, actual_sha, expected_sha in mismatches:
+        raise _checksum_error(path, actual_sha, expected_sha, "delete it and run `mnist-digits data` again")
+    return arrays, {path.name: expected_sha for path, expected_sha in found.values()}
 
 
 def _has_any_files(folder: Path) -> bool:
     return (folder / KERAS_NPZ[0]).is_file() or any(_find_file(folder, key) for key in FILES)
 
 
+class DownloadRefused(Exception):
+    """A mirror that sends too much or too slowly; the next mirror is tried."""
+
+
+def _fetch(url: str, target: Path) -> None:
+    """Stream `url` into `target`, giving up on a mirror that stalls (no byte for
+    DOWNLOAD_TIMEOUT seconds), drags on (past DOWNLOAD_DEADLINE) or sends more than
+    MAX_DOWNLOAD_BYTES -- so the next mirror gets its turn instead of a hang."""
+    from tqdm import tqdm
+
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(target, "wb") as out:
+        declared = int(response.headers.get("Content-Length") or 0)
+        if declared > MAX_DOWNLOAD_BYTES:
+            raise DownloadRefused(f"{declared:,} bytes, over the limit of {MAX_DOWNLOAD_BYTES:,}")
+        # A progress bar on terminals only (disable=None).
+        with tqdm(total=declared or None, unit="B", unit_scale=True, desc=target.name,
+                  disable=None, leave=False) as bar:
+            while chunk := response.read(2**16):
+                if out.tell() + len(chunk) > MAX_DOWNLOAD_BYTES:
+                    raise DownloadRefused(f"more than the limit of {MAX_DOWNLOAD_BYTES:,} bytes")
+                if time.monotonic() > deadline:
+                    raise DownloadRefused(f"slower than {DOWNLOAD_DEADLINE} s for one file")
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
 def download(folder: Path, mirrors: list[str]) -> None:
     """Fetch the missing files into `folder` from the first mirror that serves them intact.
 
     Each download goes to a temporary folder beside the cache, is checked against its
-    SHA-256, and only then is moved in: a damaged or partial file never stays.
+    SHA-256, and only then is moved in: a damaged or partial file never stays (nor after
+    Ctrl-C or SIGTERM, which the command turns into an exception).
     """
-    from .tensorflow_import import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # keras.utils.get_file needs it; slow, so only here
-    import keras
-
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create the download cache {folder}: {error.strerror}") from None
     for key, (name, gz_sha, _) in FILES.items():
         target = folder / name
         if target.is_file():
@@ -205,18 +245,22 @@ def download(folder: Path, mirrors: list[str]) -> None:
             url = mirror.rstrip("/") + "/" + name
             staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
             try:
-                fetched = Path(keras.utils.get_file(
-                    fname=name, origin=url, cache_dir=str(staging), cache_subdir=".",
-                ))
+                fetched = staging / name
+                _fetch(url, fetched)
                 actual_sha = sha256_of(fetched)
                 if actual_sha != gz_sha:
                     failures.append(f"{url}: checksum mismatch (damaged or wrong file)")
                     continue
                 os.replace(fetched, target)
                 break
-            except Exception as error:  # network faults arrive as many types from urllib
-                # get_file words them "URL fetch failure on <url>: <code> -- <reason>".
-                failures.append(f"{url}: {str(error).split(' -- ')[-1]}")
+            except urllib.error.HTTPError as error:
+                failures.append(f"{url}: HTTP {error.code} {error.reason}")
+            except urllib.error.URLError as error:  # refused, unknown host, no answer to connect
+                failures.append(f"{url}: {error.reason}")
+            except TimeoutError:
+                failures.append(f"{url}: stalled (nothing for {DOWNLOAD_TIMEOUT} s)")
+            except (OSError, ValueError, http.client.HTTPException, DownloadRefused) as error:
+                failures.append(f"{url}: {first_line(error)}")  # reset, cut short, disk full, too big
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         else:

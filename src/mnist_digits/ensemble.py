@@ -11,6 +11,7 @@ use it like any other model, with safe_mode and without code of ours.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from . import runs
 from .classifiers import KerasClassifier, load_keras_model
 from .data import Mnist
-from .errors import UsageError
+from .errors import RunInterruptedError, UsageError
 from .pipeline import run_config, train_run, write_evaluation
 
 MEMBERS_DIR = "members"  # each member's own run folder, under the ensemble's
@@ -88,10 +89,12 @@ def combine(models: list, name: str = "ensemble", test_time_augmentation: bool =
     return keras.Model(image, probabilities, name=name)
 
 
-def _member_summary(run_dir: Path) -> dict:
+def _member_summary(run_dir: Path, ensemble_dir: Path) -> dict:
     classifier_info = runs.read_json(run_dir / runs.METRICS_FILE)
     config = runs.read_json(run_dir / runs.CONFIG_FILE)
-    return {"run": str(run_dir), "model": config.get("model"), "seed": config.get("seed"),
+    # Members trained into the ensemble's folder by their place in it (it may be staged elsewhere).
+    where = run_dir.relative_to(ensemble_dir) if run_dir.is_relative_to(ensemble_dir) else run_dir
+    return {"run": str(where), "model": config.get("model"), "seed": config.get("seed"),
             "test_accuracy": classifier_info.get("test", {}).get("accuracy"),
             "train_seconds": config.get("train_seconds")}
 
@@ -101,7 +104,7 @@ def _write_ensemble_run(member_dirs: list[Path], data: Mnist, run_dir: Path, nam
     members = [load_keras_model(Path(d) / runs.MODEL_FILE) for d in member_dirs]
     model = combine(members, name=name.replace("-", "_"), test_time_augmentation=test_time_augmentation)
     runs.save_keras_model(model, run_dir / runs.MODEL_FILE)
-    summaries = [_member_summary(Path(d)) for d in member_dirs]
+    summaries = [_member_summary(Path(d), run_dir) for d in member_dirs]
     config = run_config(
         name, data, model, members=summaries,
         test_time_augmentation=([{"degrees": d, "scale": z} for d, z in TTA_VIEWS]
@@ -140,29 +143,38 @@ def train_ensemble(model_name: str, data: Mnist, members: int, out: str | Path |
     if resume and (force or out is None):
         raise UsageError("--resume needs the --out folder of the ensemble to continue, and no --force")
     name = f"{model_name}-ensemble{members}"
-    run_dir = Path(out) if resume else runs.prepare_run_dir(out or runs.default_run_dir(name), force)
-    if resume and not (run_dir / MEMBERS_DIR).is_dir():
-        raise UsageError(f"{run_dir} holds no ensemble members to resume; leave out --resume to start one")
+    out = Path(out) if out else runs.default_run_dir(name)
+    if resume:
+        if not (out / MEMBERS_DIR).is_dir():
+            raise UsageError(f"{out} holds no ensemble members to resume; leave out --resume to start one")
+        folder = contextlib.nullcontext(runs.StagedRun(out, out, replaces=False))
+    else:  # a new folder is written in place, so --resume can keep its members after a crash
+        folder = runs.new_run_dir(out, force, stage=False)
     recipe = recipe_dict(recipe_for(model_name, epochs, batch_size))
-    member_dirs, interrupted = [], False
-    for index in range(members):
-        member_dir = run_dir / MEMBERS_DIR / f"seed-{seed + index}"
-        member_dirs.append(member_dir)
-        which = f"Member {index + 1} of {members} (seed {seed + index})"
-        if resume and _finished_member(member_dir, model_name, recipe):
-            print(f"{which}: kept, trained earlier in {member_dir}", flush=True)
-            continue
-        print(f"{which}: training into {member_dir}", flush=True)
-        _, _, interrupted = train_run(model_name, data, out=member_dir, epochs=epochs,
-                                      batch_size=batch_size, seed=seed + index, verbose=verbose,
-                                      arguments=arguments, force=resume)
-        if interrupted:
-            break
-    run_dir, metrics = _write_ensemble_run(
-        member_dirs, data, run_dir, name, test_time_augmentation,
-        {"seed": seed, "arguments": arguments or {}, "interrupted": interrupted},
-    )
-    return run_dir, metrics, interrupted
+    with folder as run:
+        member_dirs, interrupted = [], False
+        for index in range(members):
+            member = Path(MEMBERS_DIR) / f"seed-{seed + index}"
+            member_dir = run.path / member
+            member_dirs.append(member_dir)
+            which = f"Member {index + 1} of {members} (seed {seed + index})"
+            if resume and _finished_member(member_dir, model_name, recipe):
+                print(f"{which}: kept, trained earlier in {run.target / member}", flush=True)
+                continue
+            print(f"{which}: training into {run.target / member}", flush=True)
+            _, _, interrupted = train_run(model_name, data, out=member_dir, epochs=epochs,
+                                          batch_size=batch_size, seed=seed + index, verbose=verbose,
+                                          arguments=arguments, force=resume)
+            if interrupted:
+                break
+        if interrupted and run.replaces:  # an interrupted ensemble never replaces a finished run
+            raise RunInterruptedError(f"interrupted; {run.target} still holds the previous run "
+                                      "(the new one was not kept)")
+        _, metrics = _write_ensemble_run(
+            member_dirs, data, run.path, name, test_time_augmentation,
+            {"seed": seed, "arguments": arguments or {}, "interrupted": interrupted},
+        )
+    return run.target, metrics, interrupted
 
 
 def ensemble_runs(run_dirs: list[str | Path], data: Mnist, out: str | Path | None = None,
@@ -174,5 +186,6 @@ def ensemble_runs(run_dirs: list[str | Path], data: Mnist, out: str | Path | Non
         if not (run_dir / runs.MODEL_FILE).is_file():
             problem = "is not a run folder (no model.keras)" if run_dir.exists() else "does not exist"
             raise UsageError(f"{run_dir} {problem}; pass folders written by mnist-digits train")
-    out_dir = runs.prepare_run_dir(out or runs.default_run_dir(name), force)
-    return _write_ensemble_run(run_dirs, data, out_dir, name, test_time_augmentation, {})
+    with runs.new_run_dir(out or runs.default_run_dir(name), force, protect=run_dirs) as run:
+        _, metrics = _write_ensemble_run(run_dirs, data, run.path, name, test_time_augmentation, {})
+    return run.target, metrics

@@ -24,6 +24,12 @@ class RunFolderError(MnistDigitsError):
     """A run folder that cannot be created or written."""
 
 
+class RunInterruptedError(MnistDigitsError):
+    """Ctrl-C while training a run that was to replace another: the old one stays."""
+
+    exit_code = 130
+
+
 class InputImageError(MnistDigitsError):
     """An image that cannot be read or holds no digit."""
 
@@ -34,6 +40,10 @@ class NoDigitFound(InputImageError):
 
 class TooManyMarks(InputImageError):
     """A readable image with far more marks than a number has (a page of text)."""
+
+
+class FeedbackStoreError(MnistDigitsError):
+    """A feedback database that cannot be opened, migrated, read or written."""
 
 
 class UsageError(MnistDigitsError):

@@ -16,7 +16,6 @@ and serve take exports as they take Keras models.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ QUANTIZATIONS = ("float32", "float16", "int8")  # TFLite only
 
 CARD_FILE = "MODEL_CARD.md"
 SIDE_FILES = (INFO_FILE, CARD_FILE)
+# Files that make a folder recognisably an export; --force replaces nothing else.
+EXPORT_MARKS = (INFO_FILE, CARD_FILE, "saved_model.pb", TFLITE_FILE)
 
 DEFAULT_MAX_ACCURACY_DROP = 0.5  # percentage points of test accuracy an export may lose
 REPRESENTATIVE_IMAGES = 500  # training images that calibrate int8 ranges
@@ -108,7 +109,7 @@ def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel"
                              "or .keras file it came from")
     out = Path(out) if out else default_out(model_path, form)
     target = out / str(version) if format == "savedmodel" else out
-    _check_target(out, target, format, force)
+    _check_target(out, target, format, force, model_path)
 
     created = _make_parents(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -145,7 +146,7 @@ def export_model(model_path: str | Path, data: Mnist, format: str = "savedmodel"
         runs.write_json(staging / INFO_FILE, info)
         runs.write_text(staging / CARD_FILE, render_model_card(info))
         _make_readable(staging)
-        _move_into_place(staging, target)
+        runs.swap_in(staging, target)
     except BaseException as error:  # Ctrl-C included: no half-written export stays behind
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # folders this export made, if they stayed empty
@@ -214,12 +215,16 @@ def representative_images(data: Mnist, count: int = REPRESENTATIVE_IMAGES) -> np
     return to_model_input(data.x_train[np.sort(picked)])
 
 
-def _check_target(out: Path, target: Path, format: str, force: bool) -> None:
+def _check_target(out: Path, target: Path, format: str, force: bool, model_path) -> None:
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
     if target.exists() and not target.is_dir():
         raise RunFolderError(f"{target} exists and is not a folder; choose another --out or --version")
+    if target.is_dir():
+        runs.refuse_working_folder(target)
     if force:
+        if target.is_dir() and any(target.iterdir()):
+            runs.check_replaceable(target, EXPORT_MARKS, "export", protect=[model_path])
         return
     if target.is_dir() and any(target.iterdir()):
         hint = "another --version, " if format == "savedmodel" else ""
@@ -251,22 +256,9 @@ def _make_parents(folder: Path) -> list[Path]:
 def _make_readable(folder: Path) -> None:
     """Ordinary permissions (umask) instead of the private ones of temporary files, so a
     TF Serving container or another user can read the export."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+    folder.chmod(runs.ordinary_mode(directory=True))
     for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished export onto `target`; an old target (--force) goes only after."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "previous")
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        path.chmod(runs.ordinary_mode(directory=path.is_dir()))
 
 
 def _export_info(source, model_path, form: str, version: int | None, folder: Path) -> dict:

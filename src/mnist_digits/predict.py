@@ -8,24 +8,30 @@ the HTTP server, so every method is safe to call from several threads at once.
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
-from .errors import DataError, InputImageError
 from .decode import IMAGE_SUFFIXES
+from .errors import DataError, InputImageError, first_line
 from .evaluation import UNSURE_BELOW, apply_temperature
 from .preprocess import prepare, prepare_many
 
 # Worker processes take about a second to start (Python, NumPy, SciPy, Pillow): worth
 # it from a few thousand images on.
 WORKERS_FROM = 2000
+# The most data one IDX or .npy batch file may hold (a million 28x28 uint8 images take 784
+# MB); a header claiming more is refused before anything is read.
+MAX_BATCH_BYTES = 2**30
 
 
 def usable_cpus() -> int:
@@ -118,18 +124,41 @@ def is_batch_file(path: Path) -> bool:
     return name.endswith((".npy", "ubyte", "ubyte.gz", ".idx", ".idx.gz")) or "idx" in name
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy array, its header checked against the file's size before any data is read:
+    a header claiming terabytes costs nothing, pickled objects are refused."""
+    try:
+        with open(path, "rb") as handle:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,  # 3.0 is for text field
+                           (2, 0): np.lib.format.read_array_header_2_0}  # names: never images
+            version = np.lib.format.read_magic(handle)
+            if version not in read_header:
+                raise InputImageError(f".npy format version {version[0]}.{version[1]} is not supported")
+            shape, _, dtype = read_header[version](handle)
+            data_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            if dtype.kind not in "biuf":
+                raise InputImageError(f".npy array of {dtype} values is not images (numbers expected)")
+            if data_bytes > MAX_BATCH_BYTES:
+                raise InputImageError(f".npy header says {data_bytes:,} bytes of data, over the limit "
+                                      f"of {MAX_BATCH_BYTES:,}; split the batch")
+            if os.fstat(handle.fileno()).st_size - handle.tell() != data_bytes:
+                raise InputImageError(f".npy header says {data_bytes:,} bytes of data but the file "
+                                      "holds another amount; it is truncated or damaged")
+            handle.seek(0)  # read_array reads the header again
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError, SyntaxError, TokenError) as error:  # numpy's words for a bad header
+        raise InputImageError(f"not a readable .npy array ({first_line(error)})") from None
+
+
 def _read_batch(path: Path) -> np.ndarray:
     """An IDX or .npy batch -> images (n, h, w[, c]); 784-long rows become 28x28."""
     if path.name.lower().endswith(".npy"):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            raise InputImageError(f"not a readable .npy array ({str(error).splitlines()[0]})") from None
+        array = _read_npy(path)
     else:
         from .idx import read_idx
 
         try:
-            array = read_idx(path)
+            array = read_idx(path, max_bytes=MAX_BATCH_BYTES)
         except DataError as error:
             raise InputImageError(str(error).replace(f"{path}: ", "")) from None
     if array.ndim == 2 and array.shape[1] == 784:
@@ -142,10 +171,25 @@ def _read_batch(path: Path) -> np.ndarray:
     return array
 
 
+def _not_a_regular_file(path: Path) -> InputImageError | None:
+    """The error for a path that is no regular file (checked by stat, following links,
+    before anything opens it): a FIFO would block, a link to /dev/zero never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return InputImageError("no such file or folder")
+    except OSError as error:
+        return InputImageError(f"cannot read ({error.strerror})")
+    if not stat.S_ISREG(mode):
+        return InputImageError("not a regular file (a FIFO, device or socket); pass image files")
+    return None
+
+
 def collect_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, object]]:
     """(name, source) for each image in `paths`: files, folders walked for images
     (sorted, hidden files skipped), and each image of an IDX/.npy batch. A source is a
-    path, an array, or an InputImageError for an input that cannot be used at all."""
+    path, an array, or an InputImageError for an input that cannot be used at all --
+    a missing one, or anything but a regular file or folder."""
     for given in paths:
         path = Path(given)
         if path.is_dir():
@@ -155,11 +199,14 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, ob
                 for file in sorted(files):
                     if not file.startswith(".") and file.lower().endswith(IMAGE_SUFFIXES):
                         found = True
-                        yield str(Path(root) / file), Path(root) / file
+                        image = Path(root) / file
+                        yield str(image), _not_a_regular_file(image) or image
             if not found:
                 yield str(path), InputImageError(
                     f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        elif path.is_file() and is_batch_file(path):
+        elif problem := _not_a_regular_file(path):
+            yield str(path), problem
+        elif is_batch_file(path):
             try:
                 batch = _read_batch(path)
             except InputImageError as error:
@@ -167,8 +214,6 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, ob
                 continue
             for index in range(len(batch)):
                 yield f"{path}[{index}]", batch[index]
-        elif not path.exists():
-            yield str(path), InputImageError("no such file or folder")
         else:
             yield str(path), path
 

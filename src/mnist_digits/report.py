@@ -3,6 +3,7 @@ side by side with what was measured."""
 
 from __future__ import annotations
 
+from .feedback import MAX_MNIST_DROP_POINTS
 from .runs import FIGURES_DIR, write_text
 
 # What the original write-up said, as loosely as it said it.
@@ -61,6 +62,8 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
                   "| member | seed | test accuracy | training time |", "|---|---:|---:|---:|"]
         lines += [f"| {m['model']} | {m['seed']} | {_percent(m['test_accuracy'])} | "
                   f"{m['train_seconds'] or 0:.0f} s |" for m in config["members"]]
+    if metrics.get("collected"):
+        lines += _collected_section(metrics["collected"], config.get("extra_data", {}))
     lines += ["", "## Per digit (test set)", "",
               "| digit | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
     for digit, row in metrics["per_class"].items():
@@ -92,6 +95,27 @@ def render(metrics: dict, config: dict, history: dict | None, figures: list[str]
         lines += [f"![{name}]({FIGURES_DIR}/{name}.png)" for name in figures]
         lines.append("")
     return "\n".join(lines)
+
+
+def _collected_section(collected: dict, extra_data: dict) -> list[str]:
+    """Drawings collected on the page (`--extra-data`): MNIST test and held-out accuracy,
+    before and after when fine-tuning."""
+    lines = ["", "## Collected drawings", "",
+             f"{collected['train']:,} drawings from {collected['source']} joined the training split"
+             f"{' (each repeated %d times)' % extra_data['repeats'] if extra_data.get('repeats') else ''}; "
+             f"{collected['held_out']:,} more, chosen by a hash of their id, were held out and only measured.",
+             "", "| model | MNIST test | held-out collected |", "|---|---:|---:|"]
+    before = collected.get("before")
+    if before:
+        lines.append(f"| before ({before['run']}) | {_percent(before['mnist_test_accuracy'])} | "
+                     f"{_percent(before['held_out_accuracy'])} |")
+    lines.append(f"| {'after' if before else 'this run'} | {_percent(collected['mnist_test_accuracy'])} | "
+                 f"{_percent(collected['held_out_accuracy'])} |")
+    if collected.get("mnist_test_fell"):
+        lines += ["", f"> **MNIST test accuracy fell by {collected['mnist_test_drop_points']:.2f} points** "
+                      f"(more than {MAX_MNIST_DROP_POINTS:g}): the collected drawings pulled the model "
+                      "away from MNIST."]
+    return lines
 
 
 def _training_accuracy_note(metrics: dict, config: dict) -> str:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -37,22 +38,123 @@ def default_run_dir(model_name: str) -> Path:
     return Path("runs") / f"{model_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def prepare_run_dir(path: str | Path, force: bool = False) -> Path:
-    """Create the run folder; refuse a non-empty one unless `force`, then empty it."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"{path} exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise RunFolderError(
-                f"{path} already exists and is not empty; choose another --out or add --force"
-            )
-        shutil.rmtree(path)
+# Files that make a folder recognisably a run folder of this project; --force replaces
+# nothing else.
+RUN_MARKS = (MODEL_FILE, CONFIG_FILE, METRICS_FILE)
+
+
+def ordinary_mode(directory: bool = False) -> int:
+    """The mode every file (0644) and folder (0755) of a run or export gets, less the umask:
+    one deliberate mode, instead of the private 0600 of temporary files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def refuse_working_folder(target: Path) -> None:
+    """Raise if `target` is the working folder, a folder above it, home or the root: folders
+    that no command replaces, whatever they hold (renaming the working folder away would
+    also strand the shell in it)."""
+    resolved = target.resolve()
+    if resolved in (Path(resolved.anchor), Path.home().resolve()) or Path.cwd().resolve().is_relative_to(resolved):
+        raise RunFolderError(f"{target} is the working folder, a folder above it, home or /: "
+                             "never replaced; choose another --out")
+
+
+def check_replaceable(target: Path, marks: tuple[str, ...], kind: str, protect=()) -> None:
+    """Refuse to replace `target` (a non-empty folder, with --force) unless it is recognisably
+    a `kind` folder of this project (holds one of `marks`), is not the working folder, a
+    folder above it, home or the root, and holds none of the `protect` paths (the model being
+    read). Resolved paths are compared, not spellings."""
+    refuse_working_folder(target)
+    resolved = target.resolve()
+    for kept in protect:
+        if Path(kept).resolve().is_relative_to(resolved):
+            raise RunFolderError(f"{target} holds {kept}, the model being read: never replaced; "
+                                 "choose another --out")
+    if not any((resolved / mark).exists() for mark in marks):
+        raise RunFolderError(f"{target} is not a {kind} folder (it holds none of {', '.join(marks)}); "
+                             "--force replaces only those: choose another --out")
+
+
+@dataclass
+class StagedRun:
+    """A run folder being written: files go into `path`, a hidden folder beside `target`,
+    renamed onto `target` only once complete (see `new_run_dir`)."""
+
+    path: Path
+    target: Path
+    replaces: bool  # an existing non-empty folder will be replaced
+
+
+def _refuse_unless_replaceable(target: Path, force: bool, protect) -> bool:
+    """Whether writing a run into `target` replaces a non-empty folder; raises if it may not."""
+    if target.exists() and not target.is_dir():
+        raise RunFolderError(f"{target} exists and is not a folder; choose another --out")
+    if not target.is_dir():
+        return False
+    refuse_working_folder(target)
+    if not any(target.iterdir()):
+        return False
+    if not force:
+        raise RunFolderError(f"{target} already exists and is not empty; choose another --out or add --force")
+    check_replaceable(target, RUN_MARKS, "run", protect)
+    return True
+
+
+@contextlib.contextmanager
+def new_run_dir(path: str | Path, force: bool = False, protect=(), stage: bool = True):
+    """Yield a StagedRun to write a run folder into; `path` gets it only when the block ends
+    without an exception. An existing non-empty folder is refused unless `force` (and then
+    only a run folder that is not `protect`-ed, see check_replaceable); it stays intact
+    until the new one is complete, so Ctrl-C, SIGTERM, a full disk or a crash leave it, and
+    no staging folder. With `stage=False` a NEW folder is written in place (an ensemble
+    keeps its finished members after a crash that way); replacing one always stages."""
+    target = Path(path)
+    replaces = _refuse_unless_replaceable(target, force, protect)
+    real = target.resolve()  # through a symlinked --out: replace the folder, not the link
     try:
-        (path / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        if stage or replaces:
+            staging = Path(tempfile.mkdtemp(prefix=f".{real.name}.staging-", dir=real.parent))
+        else:
+            staging = real
+            staging.mkdir(exist_ok=True)
+        staging.chmod(ordinary_mode(directory=True))
+        (staging / FIGURES_DIR).mkdir(exist_ok=True)
     except OSError as error:
-        raise RunFolderError(f"cannot create {path}: {error.strerror}") from None
-    return path
+        raise RunFolderError(f"cannot create {target}: {error.strerror or error}") from None
+    try:
+        yield StagedRun(staging, target, replaces)
+        if staging != real:
+            swap_in(staging, real)
+    except OSError as error:
+        raise RunFolderError(f"cannot write {target}: {error.strerror or error}; "
+                             "free some space or choose another folder") from None
+    finally:
+        if staging != real:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Rename the complete `staging` onto `target`; an old `target` is moved aside first and
+    deleted only after, or put back if the rename fails."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not any(target.iterdir()):
+        target.rmdir()
+        os.replace(staging, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
+    os.replace(target, aside / "run")
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside / "run", target)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -66,6 +168,7 @@ def atomic_path(target: str | Path, suffix: str | None = None):
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, ordinary_mode())
         os.replace(temporary, target)
     except OSError as error:
         raise RunFolderError(

@@ -7,6 +7,7 @@
     GET  /api/health          {"status": "ok"}
     GET  /api/model           the served model: name, parameters, test accuracy from its run
     GET  /docs, /redoc        OpenAPI docs (assets served here too)
+    POST /api/feedback, GET /api/feedback/summary   added by feedback_api.with_feedback
 
 An answer is {"digit", "confidence", "probabilities", "unsure", "image"}, where "image" is the
 28x28 picture the model saw after preparation, as a PNG data URL.
@@ -82,16 +83,20 @@ def answer_json(answer: Answer | Failure) -> dict:
     }
 
 
-def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image with no digit,
+def answer_or_http_error(predictor, data: bytes) -> Answer:
+    """Image bytes -> the predictor's answer; HTTPException 422 for an image with no digit,
     400 for anything unreadable."""
     try:
-        answer = predictor.predict_image(data)
+        return predictor.predict_image(data)
     except NoDigitFound as error:
         raise HTTPException(422, str(error)) from None
     except InputImageError as error:
         raise HTTPException(400, str(error)) from None
-    return answer_json(answer)
+
+
+def read_digit(predictor, data: bytes) -> dict:
+    """Image bytes -> the answer JSON (errors as answer_or_http_error)."""
+    return answer_json(answer_or_http_error(predictor, data))
 
 
 def read_digits(predictor, items: list[bytes], budget: PixelBudget) -> list[dict]:
@@ -136,7 +141,7 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__version__,
     )
-    cpu_work = CpuQueue(workers=usable_cpus())
+    cpu_work = app.state.cpu_work = CpuQueue(workers=usable_cpus())  # feedback_api's too
     summary = model_summary(predictor)
 
     @app.exception_handler(HTTPException)

@@ -32,14 +32,19 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+async def read_upload(request: Request, fields: tuple[str, ...] = ()) -> tuple[bytes, dict[str, str]]:
+    """A multipart form's file field 'file' and the text `fields` that were sent."""
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "send the image as the multipart file field 'file'")
+        return await upload.read(), {name: form[name] for name in fields if isinstance(form.get(name), str)}
+
+
 async def read_single_image(request: Request) -> bytes:
     kind = media_type(request)
     if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(400, "send the image as the multipart file field 'file'")
-            return await upload.read()
+        return (await read_upload(request))[0]
     if kind.startswith("image/"):
         return await request.body()
     raise HTTPException(415, f"Content-Type {kind or 'missing'}: send multipart/form-data with a "

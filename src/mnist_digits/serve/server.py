@@ -7,6 +7,7 @@ background thread, for tests and notebooks.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -29,6 +30,12 @@ KEEP_ALIVE_SECONDS = 5
 MAX_CONNECTIONS = 512
 # A request line with its headers of at most this many bytes (h11's default, said here).
 MAX_HEADER_BYTES = 16 * 1024
+
+# How the parent tells its worker processes (--workers) what to serve: the model, and the
+# Host names to answer (a JSON list).
+WORKER_MODEL_VARIABLE = "MNIST_DIGITS_SERVE_MODEL"
+WORKER_HOSTS_VARIABLE = "MNIST_DIGITS_SERVE_HOSTS"
+WORKER_FEEDBACK_VARIABLE = "MNIST_DIGITS_SERVE_FEEDBACK_DB"
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -91,11 +98,16 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def make_server(app, access_log: bool = True, log_level: str = "info") -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(
+def server_config(app, access_log: bool = True, log_level: str = "info", **options) -> uvicorn.Config:
+    """uvicorn's settings for one server process (limits are per process)."""
+    return uvicorn.Config(
         app, access_log=access_log, log_level=log_level, timeout_graceful_shutdown=5,
         http=HeaderTimeoutProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS))
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS, **options)
+
+
+def make_server(app, access_log: bool = True, log_level: str = "info") -> uvicorn.Server:
+    return uvicorn.Server(server_config(app, access_log, log_level))
 
 
 def use_one_thread_per_model_call() -> None:
@@ -108,31 +120,89 @@ def use_one_thread_per_model_call() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-          allow_hosts: tuple[str, ...] = ()) -> None:
-    """Serve the page and API for `model` (run folder or model file) until Ctrl-C, to
-    requests whose Host is a loopback name, `host` itself or one of `allow_hosts`."""
+def worker_app():
+    """The app of one --workers process: it loads the model the parent named (and opens
+    the feedback store it named, if any)."""
     from ..predict import Predictor
     from .app import create_app
+    from .feedback_api import with_feedback
 
+    use_one_thread_per_model_call()
+    predictor = Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE])
+    app = create_app(predictor, allowed_hosts=json.loads(os.environ[WORKER_HOSTS_VARIABLE]))
+    if os.environ.get(WORKER_FEEDBACK_VARIABLE):
+        from ..feedback import open_store
+
+        app = with_feedback(app, predictor, open_store(os.environ[WORKER_FEEDBACK_VARIABLE]))
+    return app
+
+
+def run_workers(model, sock: socket.socket, workers: int, access_log: bool, hosts: list[str],
+                feedback_db: str | None = None) -> None:
+    """Serve from `workers` processes accepting on the one socket: preparing a drawing is
+    Python holding the GIL, so one process keeps about one core busy however many threads
+    it has. uvicorn's supervisor spawns them and replaces any that die."""
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[WORKER_MODEL_VARIABLE] = os.path.abspath(model)
+    os.environ[WORKER_HOSTS_VARIABLE] = json.dumps(hosts)
+    os.environ[WORKER_FEEDBACK_VARIABLE] = feedback_db or ""
+    # Loading TensorFlow on a busy machine can keep a new worker from answering the
+    # supervisor's pings for several seconds.
+    config = server_config(f"{__name__}:worker_app", access_log, factory=True, workers=workers,
+                           timeout_worker_healthcheck=60)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
+          allow_hosts: tuple[str, ...] = (), workers: int = 1, feedback_db: str | None = None) -> None:
+    """Serve the page and API for `model` (run folder or model file) until Ctrl-C, from
+    `workers` processes, to requests whose Host is a loopback name, `host` itself or one
+    of `allow_hosts`; with `feedback_db` (a file name or postgresql:// URL), collect
+    corrections there."""
+    from ..predict import Predictor
+    from .app import create_app
+    from .feedback_api import with_feedback
+
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1 (got {workers})")
     sock = bind(host, port)  # before the model loads: a taken port fails at once
     use_one_thread_per_model_call()
+    store = None
     try:
+        if feedback_db:  # a store that cannot be opened or written fails now, not at a request
+            from ..feedback import open_store
+
+            store = open_store(feedback_db)
         predictor = Predictor.from_path(model)
     except BaseException:
         sock.close()
+        if store is not None:
+            store.close()
         raise
     sock.listen(2048)  # from here connections wait for uvicorn instead of being refused
-    print(f"Serving {predictor.classifier.name} at {url_of(sock)}/ (API docs at /docs); Ctrl-C stops.",
-          flush=True)
+    processes = f" from {workers} worker processes" if workers > 1 else ""
+    print(f"Serving {predictor.classifier.name} at {url_of(sock)}/{processes} (API docs at /docs); "
+          "Ctrl-C stops.", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
+    if store is not None:
+        print(f"Collecting corrections in {store.name}.", flush=True)
     try:
-        app = create_app(predictor, allowed_hosts=allowed_hosts(host, allow_hosts))
-        make_server(app, access_log=access_log).run(sockets=[sock])
+        hosts = allowed_hosts(host, allow_hosts)
+        if workers > 1:
+            run_workers(model, sock, workers, access_log, hosts, feedback_db)
+        else:
+            app = create_app(predictor, allowed_hosts=hosts)
+            if store is not None:
+                app = with_feedback(app, predictor, store)
+            make_server(app, access_log=access_log).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then passes Ctrl-C on
         pass
+    finally:
+        if store is not None:
+            store.close()
     print("Stopped.", flush=True)
 
 

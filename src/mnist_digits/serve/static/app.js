@@ -31,6 +31,10 @@ const HEADINGS = {
   digit: ["Draw a digit", "Write one digit, 0 to 9, and the network trained on MNIST reads it as you draw."],
   number: ["Write a number", "Write several digits side by side, and the network trained on MNIST reads each as you write."],
 };
+const feedback = document.getElementById("feedback");
+const rightButton = document.getElementById("right");
+const corrections = document.getElementById("corrections");
+const feedbackStatus = document.getElementById("feedback-status");
 
 let drawing = false;
 let hasInk = false;
@@ -41,6 +45,7 @@ let lastSent = 0;
 let uploading = false;
 let generation = 0;       // bumped by Clear: answers for an older drawing are dropped
 let mode = "digit";       // or "number"
+let answered = null;      // {drawing, digit}: the image sent for the answer on show, for feedback
 
 // #prediction has aria-busy="true" while an answer is still to come (drawing, a request
 // on its way or waiting to be sent): for screen readers, and for automation to wait on.
@@ -205,7 +210,15 @@ async function predict(body, headers, sentFor, placed) {
     return;
   }
   if (generation !== sentFor) return;  // cleared meanwhile
-  if (response.ok) number ? showNumber(answer, placed) : showAnswer(answer);
+  if (response.ok) {
+    if (number) {
+      showNumber(answer, placed);
+      offerFeedback(null);  // corrections are of single digits
+    } else {
+      showAnswer(answer);
+      offerFeedback(body instanceof FormData ? body.get("file") : body, answer.digit);
+    }
+  }
   else if (response.status === 422) {
     // Early in a stroke there is too little ink to read: not worth a warning yet.
     const show = number ? showNoNumber : showEmpty;
@@ -233,6 +246,7 @@ function showAnswer(answer) {
 }
 
 function showEmpty(text, detail) {
+  offerFeedback(null);
   prediction.className = "empty";
   prediction.textContent = text;
   showProbabilities(null);
@@ -349,6 +363,58 @@ async function shrink(file) {
   }
 }
 
+// --- feedback: the person says whether the answer was right ---------------------------
+// Shown only when the server collects feedback (its /api/feedback/summary answers);
+// nothing is sent until a button is pressed.
+for (let digit = 0; digit < 10; digit++) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = String(digit);
+  button.dataset.digit = String(digit);
+  button.disabled = true;
+  button.addEventListener("click", () => sendFeedback(digit));
+  corrections.appendChild(button);
+}
+rightButton.addEventListener("click", () => answered && sendFeedback(answered.digit));
+
+function feedbackButtons() {
+  return [rightButton, ...corrections.querySelectorAll("button")];
+}
+
+function offerFeedback(drawing, digit) {
+  answered = drawing ? { drawing, digit } : null;
+  feedbackButtons().forEach((button) => { button.disabled = !answered; });
+  feedbackStatus.textContent = "";
+}
+
+async function sendFeedback(label) {
+  const { drawing, digit } = answered;
+  feedbackButtons().forEach((button) => { button.disabled = true; });  // once per answer
+  const form = new FormData();
+  form.append("file", drawing, "drawing.png");
+  form.append("label", String(label));
+  form.append("predicted", String(digit));
+  feedbackStatus.textContent = "Sending…";
+  try {
+    const response = await fetch("/api/feedback", { method: "POST", body: form });
+    const reply = await response.json();
+    if (!response.ok) throw new Error(reply.error || `The server said ${response.status}.`);
+    feedbackStatus.textContent = reply.duplicate
+      ? "This drawing was already stored; thank you."
+      : `Stored as a ${label}; thank you.`;
+  } catch (error) {
+    feedbackStatus.textContent = `Not stored: ${error.message}`;
+  }
+}
+
+async function showFeedbackIfCollected() {
+  try {
+    feedback.hidden = !(await fetch("/api/feedback/summary")).ok;
+  } catch (error) {
+    feedback.hidden = true;
+  }
+}
+
 // --- start ------------------------------------------------------------------------------
 async function showModel() {
   const info = document.getElementById("model-info");
@@ -367,3 +433,4 @@ resetCanvas();
 showProbabilities(null);
 updateBusy();
 showModel();
+showFeedbackIfCollected();
