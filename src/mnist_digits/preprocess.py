@@ -340,27 +340,16 @@ def _strong_extent(digit: np.ndarray) -> int:
     return max(bottom - top, right - left)
 
 
-def _work_size(ink: np.ndarray, extent: int | None = None) -> np.ndarray:
-    """`ink` drawn so that its strong ink's longer side (or `extent` px of it) is STROKE_WORK px."""
-    scale = STROKE_WORK / (extent or _strong_extent(ink))
-    return _resize(ink, _scaled_size(ink.shape, scale), Image.Resampling.BILINEAR)
-
-
-def pen_width(ink: np.ndarray, extent: int | None = None) -> float:
-    """The pen's mean stroke width in pixels of the 20 px box, measured with the strong
-    ink's longer side (or `extent` px of it: a digit's height) drawn STROKE_WORK px."""
-    return _stroke_width(_work_size(ink, extent)) * BOX / STROKE_WORK
-
-
 def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     """Thin a marker-thick digit or thicken a hairline one towards MNIST's pen.
 
     Widths are measured with the digit drawn STROKE_WORK px tall (whatever its own
-    resolution) and given in pixels of the 20 px box (pen_width). MNIST digits that are
-    not outliers (THIN_STROKE-THICK_STROKE holds about 92% of them) are left alone;
-    others are redrawn at that size with a grey erosion or dilation of the width difference.
+    resolution) and given in pixels of the 20 px box. MNIST digits that are not
+    outliers (THIN_STROKE-THICK_STROKE holds about 92% of them) are left alone; others
+    are redrawn at that size with a grey erosion or dilation of the width difference.
     """
-    work = _work_size(cropped)
+    scale = STROKE_WORK / _strong_extent(cropped)
+    work = _resize(cropped, _scaled_size(cropped.shape, scale), Image.Resampling.BILINEAR)
     width = _stroke_width(work) * BOX / STROKE_WORK
     if THIN_STROKE <= width <= THICK_STROKE:
         return cropped
@@ -446,18 +435,14 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
     return Ink(flat, mask, scale, size)
 
 
-def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None,
-                  usual_pen: bool = False) -> np.ndarray:
+def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None) -> np.ndarray:
     """One digit's ink -> 28x28 like MNIST: cropped to its strong ink (`mask`) with
     room for the blurred edge, pen width normalised, longer side fitted to 20 px,
-    centred by mass. Records "crop", "stroke", "fit", "prepared" in `steps` when given.
-    `usual_pen`: the pen is known to be MNIST's (e.g. measured once for all the candidate
-    pieces of touching digits): its width is not measured again nor changed."""
+    centred by mass. Records "crop", "stroke", "fit", "prepared" in `steps` when given."""
     cropped = flat[_ink_box(mask)]
     if steps is not None:
         steps["crop"] = cropped
-    if not usual_pen:
-        cropped = _normalise_stroke(cropped)
+    cropped = _normalise_stroke(cropped)
     if steps is not None:
         steps["stroke"] = cropped
     fitted = _fit_box(cropped)

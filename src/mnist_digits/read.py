@@ -32,7 +32,7 @@ from scipy.signal import find_peaks
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .decode import load_image
-from .preprocess import THICK_STROKE, THIN_STROKE, Ink, _array_to_gray, find_ink, ink_bounds, pen_width, prepare_piece
+from .preprocess import Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -73,10 +73,6 @@ CUT_SPACING = 0.12
 SPLIT_PENALTY = 0.5
 WIDE = 0.9
 WIDE_PENALTY = 1.0
-# A split group's pen, measured once, spares its pieces measuring it when it is at least
-# this far (in px of the 20 px box) within preprocess's usual range; nearer its ends the
-# pieces' own widths decide, as for one digit.
-PEN_MARGIN = 0.3
 # Number of alternatives reported per digit.
 ALTERNATIVES = 2
 
@@ -239,10 +235,6 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
     # Within `reach` steps of the ink (as `reach` 4-neighbour dilations, at half their cost).
     near_ink = ndimage.distance_transform_cdt(~padded_mask, metric="taxicab") <= reach
     padded_flat = np.pad(flat, reach)[box.y0:box.y1 + 2 * reach, box.x0:box.x1 + 2 * reach] * near_ink
-    # One pen for all of a split group's pieces: measured once, at the line's digit height;
-    # the pieces skip measuring it again when it is well within MNIST's range.
-    usual_pen = len(positions) > 2 and (THIN_STROKE + PEN_MARGIN <= pen_width(padded_flat, round(height))
-                                         <= THICK_STROKE - PEN_MARGIN)
     pieces = []
     for start in range(len(positions) - 1):
         for end in range(start + 1, min(start + 1 + MAX_SPAN, len(positions))):
@@ -268,7 +260,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
                 piece_flat[:, cut_right:] = 0.0
             strong_box = _Box(box.y0 + top, box.y0 + bottom, box.x0 + left + first, box.x0 + left + last)
             try:
-                prepared = prepare_piece(piece_flat, mask, usual_pen=usual_pen)
+                prepared = prepare_piece(piece_flat, mask)
             except NoDigitFound:  # nothing left at 20 px: not a digit
                 continue
             pieces.append(_Piece(group, start, end, strong_box, prepared))
