@@ -190,12 +190,13 @@ def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, f
         size = (source.shape[1], source.shape[0])
         gray = _shrink(_array_to_gray(source))
     else:
-        # The header's size, before a JPEG is decoded smaller; EXIF may turn it upright.
+        # The header's size, before a JPEG is decoded smaller; EXIF may turn it upright
+        # (asked once decoding succeeded: decode has read the EXIF, safely, by then).
         header = source if isinstance(source, Image.Image) else open_image(source)
         size = header.size
+        gray = _to_gray(decode(header, WORKING_SIDE, budget))
         if header.getexif().get(EXIF_ORIENTATION) in TURNS_SIDEWAYS:
             size = size[::-1]
-        gray = _to_gray(decode(header, WORKING_SIDE, budget))
     return gray, max(size) / max(gray.shape), size
 
 
