@@ -218,7 +218,7 @@ def test_a_pickled_npy_is_refused_without_unpickling(capsys, mlp_run, tmp_path, 
     objects, marker = pickle_payload  # shaped like a batch of 28x28 images
     np.save(tmp_path / "objects.npy", objects, allow_pickle=True)
     code, out, _ = _run(capsys, mlp_run, tmp_path / "objects.npy", "--json")
-    assert code == 1 and "not a readable .npy array" in json.loads(out)["error"]
+    assert code == 1 and "object values is not images" in json.loads(out)["error"]  # refused from its header
     assert not marker.exists(), "the .npy was unpickled"
 
 
