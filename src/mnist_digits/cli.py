@@ -78,6 +78,11 @@ def _load_data_beside_tensorflow(args, timings):
     return data
 
 
+def _arguments(args) -> dict:
+    """The command's arguments as config.json records them."""
+    return {name: value for name, value in vars(args).items() if name != "handler"}
+
+
 def cmd_train(args) -> int:
     from .pipeline import train_run
     from .timings import Timings, describe
@@ -95,7 +100,7 @@ def cmd_train(args) -> int:
             resume=args.resume,
             test_time_augmentation=args.tta,
             verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
-            arguments={k: v for k, v in vars(args).items() if k != "handler"})
+            arguments=_arguments(args))
         print(f"{metrics['model']}{' (interrupted)' if interrupted else ''}: test accuracy "
               f"{metrics['test']['accuracy']:.2%}; run folder {run_dir}")
         return 130 if interrupted else 0
@@ -107,7 +112,7 @@ def cmd_train(args) -> int:
     run_dir, metrics, interrupted = train_run(
         args.model, data, out=args.out, force=args.force, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, verbose=0 if args.quiet else verbose,
-        arguments={k: v for k, v in vars(args).items() if k != "handler"}, timings=timings,
+        arguments=_arguments(args), timings=timings,
         extra=extra,
     )
     if args.verbose:
@@ -158,7 +163,7 @@ def cmd_finetune(args) -> int:
     run_dir, metrics, interrupted = finetune_run(
         args.run, _load_data(args), extra, out=args.out, force=args.force, epochs=args.epochs,
         seed=args.seed, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
-        arguments={k: v for k, v in vars(args).items() if k != "handler"})
+        arguments=_arguments(args))
     print(f"{metrics['model']} fine-tuned{' (interrupted)' if interrupted else ''}: run folder {run_dir}")
     _print_collected(metrics)
     return 130 if interrupted else 0
