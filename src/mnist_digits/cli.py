@@ -568,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Handwritten digits with TensorFlow: get MNIST, train, evaluate, "
-                    "predict on your own images, serve a drawing page, export.",
+                    "predict digits and read whole numbers in your own images, serve a drawing "
+                    "page that learns from corrections, export.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
