@@ -197,7 +197,7 @@ def main() -> int:
     pngs, jpegs = canvas_pngs(), photo_jpegs()
     results = {}
     for workers in args.workers:
-        server, url = start_server(args.model, workers)
+        server, url = start_server(args.model, "--workers", str(workers))
         try:
             for scenario in args.scenarios.split(","):
                 results[workers, scenario] = asyncio.run(run_load(

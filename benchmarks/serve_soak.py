@@ -148,7 +148,8 @@ def main() -> int:
     if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 600:
         parser.error("--clients must be 1-64 and --seconds 0-600")
 
-    server, url = start_server(args.model)
+    # One server process, so that its memory is all in the one process measured.
+    server, url = start_server(args.model, "--workers", "1")
     try:
         idle = memory_mib(server.pid, "VmRSS")
         baseline = asyncio.run(soak(url, args.clients, args.seconds, args.seed, {"good": 1}))
