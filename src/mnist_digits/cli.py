@@ -613,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mnist-digits data | head -1`: the reader has all it wants
+        sys.stdout = open(os.devnull, "w")  # nothing more to flush at exit
+        return 0
 
 
 def run() -> None:
