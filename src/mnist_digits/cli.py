@@ -405,7 +405,6 @@ def _train_parser(commands) -> None:
     train.set_defaults(handler=cmd_train)
 
 
-
 def _finetune_parser(commands) -> None:
     finetune = commands.add_parser(
         "finetune", help="a few more epochs for a trained run, with the drawings collected on the page",

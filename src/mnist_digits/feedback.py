@@ -333,7 +333,7 @@ def assess(collected: Collected, classifier=None) -> dict:
             "model": classifier.name, "source": "run on the collected drawings",
             "accuracy": accuracy_of(predicted, collected.labels),
             "held_out_accuracy": accuracy_of(predicted[held_out], collected.labels[held_out]),
-            "mnist_test_accuracy": getattr(classifier, "info", {}).get("test", {}).get("accuracy"),
+            "mnist_test_accuracy": classifier.info.get("test", {}).get("accuracy"),
             "confusion_matrix": confusion_counts(collected.labels, predicted)}
     elif result["per_model"]:
         model = max(result["per_model"], key=lambda name: result["per_model"][name]["answered"])

@@ -131,7 +131,7 @@ def finetune_run(run: str | Path, data: Mnist, extra, out: str | Path | None = N
 
     base = load_classifier(run)
     base_config = base.info.get("config", {})
-    if not hasattr(base, "model") or "recipe" not in base_config:
+    if not isinstance(base, KerasClassifier) or "recipe" not in base_config:
         raise UsageError(f"{run}: fine-tuning needs a run folder written by mnist-digits train")
     recipe = Recipe(**base_config["recipe"])
     recipe = replace(recipe, epochs=epochs, warmup_epochs=0.0,

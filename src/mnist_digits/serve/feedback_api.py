@@ -62,7 +62,7 @@ def with_feedback(app: FastAPI, predictor, store) -> FastAPI:
 def feedback_router(predictor, store, cpu_work: CpuQueue) -> APIRouter:
     router = APIRouter(prefix="/api/feedback", tags=["feedback"])
     model = model_summary(predictor)
-    model_version = str(getattr(predictor.classifier, "info", {}).get("config", {}).get("created", ""))
+    model_version = str(predictor.classifier.info.get("config", {}).get("created", ""))
 
     def store_drawing(data: bytes, answer, label: int, predicted: int | None) -> dict:
         with store_errors_as_503():

@@ -20,6 +20,7 @@ from ..read import read_number
 from .bodies import PREDICT_BODY, image_data_url, read_single_image
 from .limits import CpuQueue
 
+
 def read_json(predictor, data: bytes) -> dict:
     """Image bytes -> the answer JSON; HTTPException 422 for an image that holds no number,
     400 for anything unreadable."""
