@@ -227,6 +227,26 @@ def test_freehand_strokes_are_read(pages, label):
         page.screenshot(path=str(ARTIFACTS / "serve-page-desktop.png"))
 
 
+def test_what_the_page_sends_takes_the_drawing_path_with_the_general_paths_result(pages, monkeypatch):
+    from test_preprocess_drawings import assert_same, both_paths
+
+    page = pages()
+    sent = []
+    page.on("request", lambda request: sent.append(request.post_data_buffer)
+            if request.url.endswith(("/api/predict", "/api/read")) else None)
+    for mode in ("#mode-digit", "#mode-number"):
+        page.click(mode)
+        for label in sorted(FREEHAND):
+            page.click("#clear")
+            draw(page, FREEHAND[label])
+            answer(page)
+    assert len(sent) >= 6
+    for data in sent:
+        drawn, general, took_drawing_path = both_paths(data, monkeypatch)
+        assert_same(drawn, general)
+        assert took_drawing_path
+
+
 def test_an_uploaded_photo_is_read_and_shown(pages, mnist, predictor, tmp_path):
     page = pages()
     label, digit = 3, clear_examples(mnist, predictor, (3,))[3]
