@@ -70,10 +70,10 @@ class Predictor:
         self._model_lock = threading.Lock()
 
     @classmethod
-    def from_path(cls, path, **kwargs) -> "Predictor":
-        from .classifiers import load_classifier  # not at start-up: it may load TensorFlow
+    def from_path(cls, path, engine: str = "tensorflow", **kwargs) -> "Predictor":
+        from .litert import load_classifier  # not at start-up: it may load TensorFlow
 
-        return cls(load_classifier(path), **kwargs)
+        return cls(load_classifier(path, engine), **kwargs)
 
     def probabilities(self, images) -> np.ndarray:
         """Calibrated probabilities (n, 10) for prepared images (n, 28, 28) in [0, 1]."""
