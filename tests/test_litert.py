@@ -13,7 +13,7 @@ from mnist_digits import litert
 from mnist_digits.classifiers import KerasClassifier, TFLiteClassifier, load_classifier
 from mnist_digits.data import to_model_input
 from mnist_digits.errors import ModelFileError, UsageError
-from mnist_digits.serve.server import load_predictor
+from mnist_digits.predict import load_predictor
 
 
 def test_litert_gives_the_keras_answers_on_the_test_set(mlp_run, mnist):
@@ -53,7 +53,7 @@ def test_an_unwritable_cache_is_a_conversion_error_naming_the_variable(mlp_run, 
         litert.converted_model(mlp_run / "model.keras")
 
 
-def test_serve_falls_back_to_tensorflow_with_a_note_when_litert_cannot_run_the_model(
+def test_a_model_litert_cannot_run_falls_back_to_tensorflow_with_a_note(
         mlp_run, monkeypatch, capsys):
     def refuse(keras_file):
         raise litert.ConversionError(f"{keras_file}: cannot run through LiteRT (an operation it lacks)")
@@ -61,7 +61,7 @@ def test_serve_falls_back_to_tensorflow_with_a_note_when_litert_cannot_run_the_m
     monkeypatch.setattr(litert, "converted_model", refuse)
     predictor, engine = load_predictor(mlp_run, "litert")
     assert engine == "tensorflow" and isinstance(predictor.classifier, KerasClassifier)
-    assert "serving it through TensorFlow" in capsys.readouterr().err
+    assert "running it through TensorFlow instead" in capsys.readouterr().err
 
 
 def test_exports_and_unknown_engines(mlp_run, tmp_path):
@@ -75,7 +75,7 @@ def test_a_server_process_on_litert_never_loads_tensorflow(mlp_run):
     """What makes the server small (~160 MiB instead of ~700): TensorFlow stays out of it."""
     litert.converted_model(mlp_run / "model.keras")  # converted (TensorFlow in a child) beforehand
     probe = ("import sys\n"
-             "from mnist_digits.serve.server import load_predictor\n"
+             "from mnist_digits.predict import load_predictor\n"
              f"predictor, engine = load_predictor({str(mlp_run)!r}, 'litert')\n"
              "predictor.probabilities(__import__('numpy').zeros((3, 28, 28)))\n"
              "print(engine, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 
@@ -163,7 +162,8 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     """Serve the page and API for `model` (run folder or model file) until Ctrl-C, from
     `workers` processes, to requests whose Host is a loopback name, `host` itself or one
     of `allow_hosts`; with `feedback_db` (a file name or postgresql:// URL), collect
-    corrections there. A Keras model runs through `engine` (classifiers.ENGINES)."""
+    corrections there. A Keras model runs through `engine` (litert.ENGINES)."""
+    from ..predict import load_predictor
     from .app import create_app
     from .feedback_api import with_feedback
 
@@ -177,7 +177,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
             from ..feedback import open_store
 
             store = open_store(feedback_db)
-        predictor, engine = load_predictor(model, engine)
+        predictor, engine = load_predictor(model, engine)  # the engine it runs on
     except BaseException:
         sock.close()
         if store is not None:
@@ -207,19 +207,6 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
         if store is not None:
             store.close()
     print("Stopped.", flush=True)
-
-
-def load_predictor(model, engine: str):
-    """(the predictor, the engine it runs on): a Keras model that LiteRT cannot run is
-    served through TensorFlow, with a note saying so."""
-    from ..litert import ConversionError
-    from ..predict import Predictor
-
-    try:
-        return Predictor.from_path(model, engine), engine
-    except ConversionError as error:
-        print(f"Note: {error}; serving it through TensorFlow instead.", file=sys.stderr, flush=True)
-        return Predictor.from_path(model, "tensorflow"), "tensorflow"
 
 
 def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
