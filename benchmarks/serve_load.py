@@ -6,11 +6,12 @@
 Starts the real command (`mnist-digits serve MODEL --port 0 --quiet --workers W`) in its own
 process, then keeps N keep-alive connections busy, each sending its next request as soon as
 the last one is answered, for T seconds or at most --max-requests requests per scenario.
-Each --workers count gets its own server, one after the other in the same run (default: a
-single process, the baseline, then one worker per core), and a row per scenario. With
---paths general drawing, each gets two: one preparing every image by preprocess's general
-path (MNIST_DIGITS_DRAWING_PATH=0), then one as shipped, where drawings take the cheaper
-drawing path; the rows compare them ("vs general").
+Each --engines, --workers and --paths choice gets its own server, one after the other in the
+same run (default: TensorFlow running the Keras model, the baseline, then LiteRT; a single
+process, then one worker per core), and a row per scenario. --paths general drawing gives
+each two: one preparing every image by preprocess's general path
+(MNIST_DIGITS_DRAWING_PATH=0), then one as shipped, where drawings take the cheaper drawing
+path; the rows compare them ("vs general").
 Scenarios:
     health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
     canvas    POST /api/predict with a 140x140 PNG as the drawing page sends it (RGBA, opaque,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import re
 import signal
@@ -43,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnist_digits.litert import ENGINES
 from mnist_digits.predict import usable_cpus
 
 try:
@@ -200,6 +203,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()],
                         help="server processes, one server each in turn (default: 1, the baseline, "
                              f"then {usable_cpus()}: one per core)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=["tensorflow", "litert"],
+                        help="what runs a Keras model, one server each in turn (default: tensorflow, "
+                             "the baseline, then litert)")
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=["drawing"],
                         help="how images are prepared, one server each in turn: 'general' (the drawing "
                              "path off, the baseline) and/or 'drawing' (as shipped; the default)")
@@ -209,41 +215,43 @@ def main() -> int:
 
     pngs, jpegs = canvas_pngs(), photo_jpegs()
     results = {}
-    for workers in args.workers:
-        for path in args.paths:
-            server, url = start_server(args.model, "--workers", str(workers), environment=PATHS[path])
-            try:
-                for scenario in args.scenarios.split(","):
-                    results[workers, path, scenario] = asyncio.run(run_load(
-                        url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
-                        args.max_requests, server.pid))
-            finally:
-                server.send_signal(signal.SIGINT)
-                server.wait(timeout=60)
+    for engine, workers, path in itertools.product(args.engines, args.workers, args.paths):
+        server, url = start_server(args.model, "--workers", str(workers), "--engine", engine,
+                                   environment=PATHS[path])
+        try:
+            for scenario in args.scenarios.split(","):
+                results[engine, workers, path, scenario] = asyncio.run(run_load(
+                    url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
+                    args.max_requests, server.pid))
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=60)
 
     print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, servers on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, shared with the client)")
-    print(f"{'workers':>7} {'path':<8} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} {'server CPU ms/req':>18} "
-          f"{'client CPU ms/req':>18} {'vs general: req/s, CPU':>23}")
-    for (workers, path, scenario), result in results.items():
-        baseline = results.get((workers, path, "health"))
-        single = results.get((1, path, scenario))
-        general = results.get((workers, "general", scenario))
-        ratio = f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
-        versus_single = f"{result['rate'] / single['rate']:.2f}x" if single else "-"
-        versus_general = (f"{result['rate'] / general['rate']:.2f}x, "
-                          f"{result['server_cpu_ms'] / general['server_cpu_ms']:.2f}x" if general else "-")
-        print(f"{workers:>7} {path:<8} {scenario:<10} {result['requests']:>9} {result['errors']:>7} "
-              f"{result['rate']:>8.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} "
-              f"{versus_single:>12} {result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f} "
-              f"{versus_general:>23}")
-    for (workers, path, scenario), canvas in results.items():
+    print(f"{'engine':<10} {'workers':>7} {'path':<8} {'scenario':<10} {'answered':>9} {'errors':>7} "
+          f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} "
+          f"{'vs tensorflow':>14} {'vs general':>11} {'server CPU ms/req':>18} {'vs general':>11} "
+          f"{'client CPU ms/req':>18}")
+
+    def ratio(result, baseline, measure: str = "rate") -> str:
+        return f"{result[measure] / baseline[measure]:.2f}x" if baseline else "-"
+
+    for (engine, workers, path, scenario), result in results.items():
+        general = results.get((engine, workers, "general", scenario))
+        print(f"{engine:<10} {workers:>7} {path:<8} {scenario:<10} {result['requests']:>9} {result['errors']:>7} "
+              f"{result['rate']:>8.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} "
+              f"{ratio(result, results.get((engine, workers, path, 'health'))):>10} "
+              f"{ratio(result, results.get((engine, 1, path, scenario))):>12} "
+              f"{ratio(result, results.get(('tensorflow', workers, path, scenario))):>14} "
+              f"{ratio(result, general):>11} {result['server_cpu_ms']:>18.2f} "
+              f"{ratio(result, general, 'server_cpu_ms'):>11} {result['client_cpu_ms']:>18.2f}")
+    for (engine, workers, path, scenario), canvas in results.items():
         if scenario == "canvas":
             met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
                    and canvas["errors"] == 0)
             print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
-                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {workers} worker(s), {path} path: "
+                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {engine}, {workers} worker(s), {path} path: "
                   f"{'met' if met else 'NOT met'}")
     return 0
 
