@@ -220,7 +220,7 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...], counts: np.ndar
         order = np.argsort(values, kind="stable")
         ends = np.cumsum(counts[order])  # the rank after the last pixel of each level, in order
         ranks = [round(f * (int(ends[-1]) - 1)) for f in fractions]
-        return [float(values[order[np.searchsorted(ends, rank, side="right")]]) for rank in ranks]
+        return values[order[np.searchsorted(ends, ranks, side="right")]].tolist()
     flat = values.ravel()
     # Rank 0 is always asked for too: NumPy's partition for a single rank takes 30-50x
     # longer on arrays of many equal values -- a drawing's empty background (measured).
@@ -253,18 +253,24 @@ def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool,
     return (1.0 - gray if on_paper else gray), on_paper, even
 
 
-def _uneven_background(ink: np.ndarray) -> np.ndarray:
-    """The background under bright ink, at most BACKGROUND_SIDE px: a grey opening removes
-    everything narrower than a third of the image (the strokes) and leaves the slowly
-    varying background -- grey paper, uneven light, a shadow. Done on a small copy:
-    cheap at any size."""
+def _background_sample(ink: np.ndarray) -> tuple[np.ndarray, int]:
+    """A copy of bright ink at most BACKGROUND_SIDE px, and the window of the grey opening
+    that takes the strokes off it: a third of its size."""
     height, width = ink.shape
     if max(height, width) > BACKGROUND_SIDE:
         small = _resize(ink, _scaled_size(ink.shape, BACKGROUND_SIDE / max(height, width)),
                         Image.Resampling.BOX)
     else:
         small = ink
-    window = max(3, max(small.shape) // 3)
+    return small, max(3, max(small.shape) // 3)
+
+
+def _uneven_background(ink: np.ndarray) -> np.ndarray:
+    """The background under bright ink, at most BACKGROUND_SIDE px: a grey opening removes
+    everything narrower than a third of the image (the strokes) and leaves the slowly
+    varying background -- grey paper, uneven light, a shadow. Done on a small copy:
+    cheap at any size."""
+    small, window = _background_sample(ink)
     return ndimage.grey_opening(small, size=(window, window), mode="nearest")
 
 
@@ -371,8 +377,12 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     if median != (high if on_paper else low):  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
-    if even is None and _uneven_background(ink).any():  # shade, a second paper level: not a drawing
-        return None
+    if even is None:
+        # Shade or a second paper level is no drawing. The opening is 0 everywhere exactly
+        # when its erosion is (the dilation after it keeps any positive pixel): half the work.
+        small, window = _background_sample(ink)
+        if ndimage.grey_erosion(small, size=(window, window), mode="nearest").any():
+            return None
     # The general path's background is exactly 0 then, as an even one is once made bright.
     flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper,
                                               0.0 if even is None else even), even is not None, counts)
