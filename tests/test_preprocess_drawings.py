@@ -7,7 +7,8 @@ opaque RGBA PNG. Each is prepared twice, with the drawing path and without it, a
 step (grey, ink, flat, crop, stroke, fit, prepared) must be the same array; a blank pad
 must give the same error. Which path ran is seen by watching the general one
 (preprocess._find_digit): the drawing path must take every page-like drawing, and leave
-photos, shaded paper, 16-bit images and small images to the general path.
+photos, shaded paper, 16-bit images, blobs and small images to the general path.
+Transparent, grey-alpha and palette drawings must come out the same whichever path takes them.
 """
 
 from __future__ import annotations
@@ -173,6 +174,26 @@ def test_any_strokes_give_the_general_paths_result(strokes, pen, ink, wide, smoo
     with pytest.MonkeyPatch.context() as monkeypatch:
         drawn, general, _ = both_paths(data, monkeypatch)
     assert_same(drawn, general)
+
+
+def _transparent(data: bytes, colour: int) -> Image.Image:
+    """The drawing as ink of one `colour` on a transparent canvas: its coverage as alpha."""
+    coverage = 255 - np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    rgba = np.zeros(coverage.shape + (4,), np.uint8)
+    rgba[..., :3], rgba[..., 3] = colour, coverage
+    return Image.fromarray(rgba, "RGBA")
+
+
+def test_transparent_grey_alpha_and_palette_drawings_give_the_general_paths_result(mnist, monkeypatch):
+    """Whichever path takes them (a composite on paper may or may not hold only 8-bit levels)."""
+    for index in range(8):
+        data = mnist_drawing(mnist.x_test[index], 160, 60, 60, Image.Resampling.LANCZOS)
+        white_ink = _transparent(data, 255)
+        for image in [white_ink, _transparent(data, 0), white_ink.convert("LA"),
+                      white_ink.quantize(16, method=Image.Quantize.FASTOCTREE),
+                      Image.open(io.BytesIO(data)).convert("RGB").quantize(16)]:
+            drawn, general, _ = both_paths(_png(image), monkeypatch)
+            assert_same(drawn, general)
 
 
 # --- anything else: the general path ----------------------------------------------------
