@@ -285,8 +285,8 @@ def _digit_mask(ink: np.ndarray, photo: bool, speck_fraction: float = SPECK_FRAC
         return None
     if count == 1:
         return strong
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
-    mass[0] = 0.0  # the background
+    # Summed over the strong pixels only (a tenth of the image), in the same order: the same sums.
+    mass = np.bincount(labels[strong], weights=ink[strong], minlength=count + 1)
     if photo:
         at_edge = np.zeros(count + 1, dtype=bool)
         at_edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
@@ -341,6 +341,24 @@ def _strong_extent(digit: np.ndarray) -> int:
     return max(bottom - top, right - left)
 
 
+def _erode(values: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """ndimage.grey_erosion(values, footprint=disk, mode="constant", cval=0.0), value for
+    value, at a fifth of its cost: the minimum over the disk's rows of 1-D minimum filters
+    as wide as each row (a 2-D footprint is visited pixel by pixel, ~1 ms a thick digit)."""
+    radius = disk.shape[0] // 2
+    height, width = values.shape
+    padded = np.pad(values, radius)  # outside the image counts as no ink
+    by_width: dict[int, np.ndarray] = {}
+    eroded = None
+    for offset, row in enumerate(disk):
+        row_width = int(row.sum())
+        if row_width not in by_width:
+            by_width[row_width] = ndimage.minimum_filter1d(padded, row_width, axis=1, mode="constant", cval=0.0)
+        shifted = by_width[row_width][offset:offset + height, radius:radius + width]
+        eroded = shifted.copy() if eroded is None else np.minimum(eroded, shifted, out=eroded)
+    return eroded
+
+
 def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     """Thin a marker-thick digit or thicken a hairline one towards MNIST's pen.
 
@@ -358,7 +376,7 @@ def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     radius = max(1, round(change / 2))
     disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
     if width > THICK_STROKE:
-        work = ndimage.grey_erosion(work, footprint=disk, mode="constant", cval=0.0)
+        work = _erode(work, disk)
         # Erosion keeps the darkest of each neighbourhood: on a noisy photo, greyer ink.
         if work.max() > 0:
             work = np.clip(work / _quantiles(work[work > 0], (0.99,))[0], 0.0, 1.0)
