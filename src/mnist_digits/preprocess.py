@@ -201,12 +201,15 @@ def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, f
 
 
 def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
-    """Nearest-rank quantiles by one partial sort (np.percentile is slow on small images)."""
-    flat = values.ravel()
+    """Nearest-rank quantiles of non-negative values (every image here is) by one partial
+    sort (np.percentile is slow on small images)."""
+    # Non-negative float32 values are in the order of their bits read as int32, and NumPy
+    # partitions integers about 1.4x faster than floats (which it orders NaN-aware).
+    flat = np.ascontiguousarray(values, dtype=np.float32).ravel().view(np.int32)
     # Rank 0 is always asked for too: NumPy's partition for a single rank takes 30-50x
     # longer on arrays of many equal values -- a drawing's empty background (measured).
     ranks = sorted({0, *(round(f * (flat.size - 1)) for f in fractions)})
-    ordered = np.partition(flat, ranks)
+    ordered = np.partition(flat, ranks).view(np.float32)
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
