@@ -12,8 +12,9 @@ preparation's cost with and without TensorFlow's per-call overhead). The baselin
 same process, in interleaved rounds (the order alternating), the machine's load falling on
 both alike. First each number is read by both: the texts, every digit's box and
 confidence and the 28x28 images the model saw must be the same, or the script stops.
-Rates: numbers per wall-clock second in the best round of each, and the median over
-rounds of the baseline's time / this checkout's time.
+Rates: numbers per wall-clock second and per CPU-second of this process (which depends
+less on how busy the machine is) in the best round of each, and the median over rounds of
+the baseline's CPU time / this checkout's.
 """
 
 from __future__ import annotations
@@ -79,22 +80,24 @@ def main() -> None:
                      for kind in numbers for number in kind)
         if differ:
             sys.exit(f"{model}: {differ} of {args.count * len(KINDS)} numbers read differently")
-        seconds = {(version, kind): [] for version in versions for kind in range(len(KINDS))}
+        seconds = {(version, kind): [] for version in versions for kind in range(len(KINDS))}  # (wall, CPU)
         for round_number in range(args.rounds):
             order = list(versions.items())[::1 if round_number % 2 == 0 else -1]
             for kind, sources in enumerate(numbers):
                 for version, (reader, predictor) in order:
-                    start = time.perf_counter()
+                    wall, cpu = time.perf_counter(), time.process_time()
                     for source in sources:
                         reader.read_number(source, predictor)
-                    seconds[version, kind].append(time.perf_counter() - start)
+                    seconds[version, kind].append((time.perf_counter() - wall, time.process_time() - cpu))
         print(f"\n{model} ({classifier.name}): all {args.count * len(KINDS)} numbers read the same; "
               f"4-digit numbers per second, best of {args.rounds} interleaved rounds")
         for kind, (spacing, style) in enumerate(KINDS):
             before, after = seconds["baseline", kind], seconds["this checkout", kind]
-            ratio = statistics.median(b / a for b, a in zip(before, after))
-            print(f"  {spacing:<9} {style:<7} baseline {args.count / min(before):4.0f}/s   "
-                  f"this checkout {args.count / min(after):4.0f}/s   x{ratio:.2f} (median round)")
+            ratio = statistics.median(b[1] / a[1] for b, a in zip(before, after))
+            rates = [f"{args.count / min(wall for wall, _ in times):4.0f}/s "
+                     f"({args.count / min(cpu for _, cpu in times):4.0f} per CPU-s)" for times in (before, after)]
+            print(f"  {spacing:<9} {style:<7} baseline {rates[0]}   this checkout {rates[1]}   "
+                  f"x{ratio:.2f} (median round, CPU)")
 
 
 if __name__ == "__main__":
