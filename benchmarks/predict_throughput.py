@@ -13,13 +13,15 @@ Rows:
     predict, 1 process       collect_inputs + predict_inputs with workers=1
     predict, N processes     the same with one worker process per CPU (what the command does
                              from 2,000 images on)
-    mnist-digits predict     the installed command, end to end (start-up, TensorFlow import, model load)
-    ... TFLite export        the same command given the model exported as float32 TFLite: no
-                             TensorFlow import at all (LiteRT only)
+    mnist-digits predict     the installed command, end to end (start-up, model load), with
+                             --engine tensorflow (TensorFlow imported, the Keras model run)
+    ... --engine litert      the command as it runs by default: the model converted for LiteRT
+                             (converted before timing: the cache is warm), no TensorFlow import
+    ... TFLite export        the same command given the model exported as float32 TFLite
 
-Both commands must exit 0 and answer every image (a command that fails fast would look
-fast), and the TFLite export must give the Keras model's digit for every image; the
-script stops with an error otherwise.
+Every command must exit 0 and answer every image (a command that fails fast would look
+fast), and LiteRT and the TFLite export must give the Keras model's digit for every image;
+the script stops with an error otherwise.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from mnist_digits.data import load_mnist
     from mnist_digits.export import export_model
+    from mnist_digits.litert import load_classifier
     from mnist_digits.predict import Predictor, collect_inputs, predict_inputs
     from mnist_digits.decode import load_image
 
@@ -120,13 +123,15 @@ def main() -> int:
             return lambda: list(predict_inputs(predictor, collect_inputs([folder]), workers=workers))
 
         tflite = export_model(model, load_mnist(), format="tflite", out=scratch / "tflite").path
+        load_classifier(model, "litert")  # converted now: the command's timing is a warm start
         workers = os.cpu_count() or 1
 
         answers = {}
 
-        def command(model_path, name):
+        def command(model_path, name, *options):
             """The command, end to end; its answers kept to be checked after the timing."""
-            run = [sys.executable, "-m", "mnist_digits.cli", "predict", str(model_path), str(folder), "--json"]
+            run = [sys.executable, "-m", "mnist_digits.cli", "predict", str(model_path), str(folder), "--json",
+                   *options]
 
             def call():
                 answers[name] = subprocess.run(run, capture_output=True, text=True)
@@ -139,21 +144,24 @@ def main() -> int:
             # The workers are children of the fork server, not of this process: their
             # CPU time cannot be counted here.
             (f"predict, {workers} processes", (timed(predict(workers))[0], None)),
-            ("mnist-digits predict (command)", (timed(command(model, "keras"))[0], None)),
+            ("mnist-digits predict (command)", (timed(command(model, "keras", "--engine", "tensorflow"))[0],
+                                                None)),
+            ("... --engine litert", (timed(command(model, "litert"))[0], None)),
             ("... TFLite export", (timed(command(tflite, "tflite"))[0], None)),
         ]
-    # A command that failed fast would look fast: both must have answered every image,
-    # and the TFLite export must give the Keras model's answers.
+    # A command that failed fast would look fast: each must have answered every image, and
+    # LiteRT and the TFLite export must give the Keras model's answers.
     digits = {name: check_answers(result, name, args.count) for name, result in answers.items()}
-    differ = int(np.sum(digits["keras"] != digits["tflite"]))
-    if differ:
-        raise SystemExit(f"the TFLite export answered {differ} of {args.count:,} images differently")
+    for name in ("litert", "tflite"):
+        differ = int(np.sum(digits["keras"] != digits[name]))
+        if differ:
+            raise SystemExit(f"{name} answered {differ} of {args.count:,} images differently from Keras")
     baseline = args.count / rows[0][1][0]
     load = os.getloadavg()
     print(f"{args.count:,} PNGs of {args.size}x{args.size} px, model {model}, {workers} CPUs, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"Both commands exited 0 and answered all {args.count:,} images; the TFLite export gave "
-          "the same digit as the Keras model for every one.")
+    print(f"The three commands exited 0 and answered all {args.count:,} images; LiteRT and the TFLite "
+          "export gave the same digit as the Keras model for every one.")
     print(f"{'pipeline':<32}{'seconds':>9}{'images/s':>11}{'vs baseline':>13}"
           f"{'CPU s':>9}{'images/CPU s':>14}")
     for name, (seconds, cpu_seconds) in rows:

@@ -5,8 +5,9 @@
 Starts the real command (`mnist-digits serve MODEL --port 0 --quiet --workers W`) in its own
 process, then keeps N keep-alive connections busy, each sending its next request as soon as
 the last one is answered, for T seconds or at most --max-requests requests per scenario.
-Each --workers count gets its own server, one after the other in the same run (default: a
-single process, the baseline, then one worker per core), and a row per scenario.
+Each --engines and --workers pair gets its own server, one after the other in the same run
+(default: TensorFlow running the Keras model, the baseline, then LiteRT; a single process, then
+one worker per core), and a row per scenario.
 Scenarios:
     health    GET /api/health: the HTTP floor (server and client, no image work): the baseline
     canvas    POST /api/predict with a 140x140 PNG, as the drawing page sends it
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import re
 import signal
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mnist_digits.litert import ENGINES
 from mnist_digits.predict import usable_cpus
 
 try:
@@ -190,17 +193,20 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, usable_cpus()],
                         help="server processes, one server each in turn (default: 1, the baseline, "
                              f"then {usable_cpus()}: one per core)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=["tensorflow", "litert"],
+                        help="what runs a Keras model, one server each in turn (default: tensorflow, "
+                             "the baseline, then litert)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 120:
         parser.error("--clients must be 1-256 and --seconds 0-120")
 
     pngs, jpegs = canvas_pngs(), photo_jpegs()
     results = {}
-    for workers in args.workers:
-        server, url = start_server(args.model, "--workers", str(workers))
+    for engine, workers in itertools.product(args.engines, args.workers):
+        server, url = start_server(args.model, "--workers", str(workers), "--engine", engine)
         try:
             for scenario in args.scenarios.split(","):
-                results[workers, scenario] = asyncio.run(run_load(
+                results[engine, workers, scenario] = asyncio.run(run_load(
                     url, request_maker(scenario, pngs, jpegs), args.clients, args.seconds,
                     args.max_requests, server.pid))
         finally:
@@ -209,23 +215,26 @@ def main() -> int:
 
     print(f"\n{args.clients} clients, {args.seconds:g} s per scenario, servers on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, shared with the client)")
-    print(f"{'workers':>7} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} {'server CPU ms/req':>18} "
-          f"{'client CPU ms/req':>18}")
-    for (workers, scenario), result in results.items():
-        baseline = results.get((workers, "health"))
-        single = results.get((1, scenario))
-        ratio = f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
-        versus_single = f"{result['rate'] / single['rate']:.2f}x" if single else "-"
-        print(f"{workers:>7} {scenario:<10} {result['requests']:>9} {result['errors']:>7} {result['rate']:>8.0f} "
-              f"{result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {ratio:>10} {versus_single:>12} "
+    print(f"{'engine':<10} {'workers':>7} {'scenario':<10} {'answered':>9} {'errors':>7} {'req/s':>8} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'vs health':>10} {'vs 1 worker':>12} {'vs tensorflow':>14} "
+          f"{'server CPU ms/req':>18} {'client CPU ms/req':>18}")
+
+    def ratio(result, baseline) -> str:
+        return f"{result['rate'] / baseline['rate']:.2f}x" if baseline else "-"
+
+    for (engine, workers, scenario), result in results.items():
+        print(f"{engine:<10} {workers:>7} {scenario:<10} {result['requests']:>9} {result['errors']:>7} "
+              f"{result['rate']:>8.0f} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} "
+              f"{ratio(result, results.get((engine, workers, 'health'))):>10} "
+              f"{ratio(result, results.get((engine, 1, scenario))):>12} "
+              f"{ratio(result, results.get(('tensorflow', workers, scenario))):>14} "
               f"{result['server_cpu_ms']:>18.2f} {result['client_cpu_ms']:>18.2f}")
-    for (workers, scenario), canvas in results.items():
+    for (engine, workers, scenario), canvas in results.items():
         if scenario == "canvas":
             met = (canvas["rate"] >= TARGET["rate"] and canvas["p99_ms"] <= TARGET["p99_ms"]
                    and canvas["errors"] == 0)
             print(f"target (mlp, 16 clients, 2 cores): canvas >= {TARGET['rate']:.0f} req/s, "
-                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {workers} worker(s): "
+                  f"p99 <= {TARGET['p99_ms']:.0f} ms, 0 errors, {engine}, {workers} worker(s): "
                   f"{'met' if met else 'NOT met'}")
     return 0
 

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from serve_load import aiohttp, canvas_pngs, start_server
 
+from mnist_digits.litert import ENGINES
 from mnist_digits.predict import usable_cpus
 
 TARGET = {"p99_ms": 250.0, "server_errors": 0, "peak_mib": 600.0}
@@ -144,12 +145,14 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long (default: 60)")
     parser.add_argument("--seed", type=int, default=0, help="the clients' choices (default: 0)")
+    parser.add_argument("--engine", choices=ENGINES, default="litert",
+                        help="what runs a Keras model (default: litert, as serve's default)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 600:
         parser.error("--clients must be 1-64 and --seconds 0-600")
 
     # One server process, so that its memory is all in the one process measured.
-    server, url = start_server(args.model, "--workers", "1")
+    server, url = start_server(args.model, "--workers", "1", "--engine", args.engine)
     try:
         idle = memory_mib(server.pid, "VmRSS")
         baseline = asyncio.run(soak(url, args.clients, args.seconds, args.seed, {"good": 1}))

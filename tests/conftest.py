@@ -22,6 +22,20 @@ settings.register_profile("mnist-digits", max_examples=int(_FUZZ_EXAMPLES or 300
 settings.load_profile("mnist-digits")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def litert_cache(tmp_path_factory):
+    """Keras models converted for LiteRT (serve's default engine) are cached in a folder of
+    the session's, not the user's ~/.cache: commands the tests spawn inherit the variable."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from mnist_digits.data import load_mnist

@@ -310,7 +310,8 @@ def _digit_pngs(mnist, folder, count: int = 20):
 
 def test_predict_command_on_a_tflite_export_gives_the_same_answers_without_tensorflow(
         exports, mlp_run, mnist, tmp_path):
-    """As the README says: the same answers as the run folder, and TensorFlow never imported."""
+    """As the README says: the same answers from the run folder run by TensorFlow, by LiteRT
+    (the default) and from its TFLite export, and TensorFlow imported only for the first."""
     import subprocess
     import sys
 
@@ -318,18 +319,20 @@ def test_predict_command_on_a_tflite_export_gives_the_same_answers_without_tenso
     code = ("import json, sys; from mnist_digits import cli; code = cli.main(sys.argv[1:]); "
             "print(json.dumps({'tensorflow_imported': 'tensorflow' in sys.modules})); sys.exit(code)")
     answers = {}
-    for name, model in (("keras", mlp_run), ("tflite", exports["tflite-float32"].path.parent)):
-        result = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(digits), "--json"],
-                                capture_output=True, text=True, timeout=300)
+    for name, model, options in (("tensorflow", mlp_run, ["--engine", "tensorflow"]), ("litert", mlp_run, []),
+                                 ("tflite", exports["tflite-float32"].path.parent, [])):
+        result = subprocess.run([sys.executable, "-c", code, "predict", str(model), str(digits), "--json",
+                                 *options], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         *lines, imported = [json.loads(line) for line in result.stdout.splitlines()]
-        assert imported["tensorflow_imported"] == (name == "keras")
+        assert imported["tensorflow_imported"] == (name == "tensorflow")
         answers[name] = lines
-    assert len(answers["tflite"]) == 20
-    for keras_answer, tflite_answer in zip(answers["keras"], answers["tflite"]):
-        assert tflite_answer["file"] == keras_answer["file"]
-        assert tflite_answer["digit"] == keras_answer["digit"]
-        np.testing.assert_allclose(tflite_answer["probabilities"], keras_answer["probabilities"], atol=1e-4)
+    for name in ("litert", "tflite"):
+        assert len(answers[name]) == 20
+        for keras_answer, answer in zip(answers["tensorflow"], answers[name]):
+            assert answer["file"] == keras_answer["file"]
+            assert answer["digit"] == keras_answer["digit"]
+            np.testing.assert_allclose(answer["probabilities"], keras_answer["probabilities"], atol=1e-4)
 
 
 def test_serve_on_an_int8_export_answers_like_the_keras_model(exports, mlp_run, mnist):

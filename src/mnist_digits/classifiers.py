@@ -139,7 +139,7 @@ class TFLiteClassifier(BatchedClassifier):
     quantised and their output dequantised with the tensors' own scale and zero point.
     """
 
-    def __init__(self, path: Path, info: dict):
+    def __init__(self, path: Path, info: dict, name: str | None = None):
         from ai_edge_litert.interpreter import Interpreter  # not at start-up: it loads native code
 
         try:
@@ -161,7 +161,7 @@ class TFLiteClassifier(BatchedClassifier):
         self._lock = threading.Lock()
         self.path, self.info = path, info
         form = info.get("export", {}).get("form") or f"tflite-{np.dtype(self._input['dtype']).name}"
-        self.name = _display_name(info, path.stem, form)
+        self.name = name or _display_name(info, path.stem, form)
 
     def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -280,18 +280,11 @@ def _verify_files(folder: Path, files: dict[str, str]) -> None:
 def load_classifier(path: str | Path) -> Classifier:
     """A run folder, a .keras file -- or an export (.tflite, SavedModel) -- as a classifier."""
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path} does not exist; pass a run folder or a model file")
-    if path.is_dir() and (path / runs.MODEL_FILE).is_file():
-        info = runs.read_json(path / runs.METRICS_FILE)
-        info["config"] = runs.read_json(path / runs.CONFIG_FILE)
-        model = load_keras_model(path / runs.MODEL_FILE)
-        return KerasClassifier(model, info["config"].get("model", model.name), info)
-    if path.is_file() and path.suffix == ".keras":
-        model = load_keras_model(path)
-        sidecar = path.parent / runs.METRICS_FILE
-        info = runs.read_json(sidecar) if path.name == runs.MODEL_FILE else {}
-        return KerasClassifier(model, model.name, info)
+    keras_file = keras_file_of(path)
+    if keras_file is not None:
+        model = load_keras_model(keras_file)
+        info = keras_info(keras_file)
+        return KerasClassifier(model, info.get("config", {}).get("model") or model.name, info)
     exported = load_export(path)  # .tflite, SavedModel folder, TF Serving base folder
     if exported is not None:
         return exported
@@ -299,3 +292,21 @@ def load_classifier(path: str | Path) -> Classifier:
         f"{path} is not a model: pass a run folder (with {runs.MODEL_FILE}), a .keras or .tflite file, "
         "or a SavedModel folder"
     )
+
+
+def keras_file_of(path: Path) -> Path | None:
+    """The Keras model file of a run folder or .keras path; None for anything else."""
+    if not path.exists():
+        raise ModelFileError(f"{path} does not exist; pass a run folder or a model file")
+    if path.is_dir() and (path / runs.MODEL_FILE).is_file():
+        return path / runs.MODEL_FILE
+    return path if path.is_file() and path.suffix == ".keras" else None
+
+
+def keras_info(keras_file: Path) -> dict:
+    """classifier.info of a Keras model: in a run folder, its metrics plus "config"."""
+    if keras_file.name != runs.MODEL_FILE:
+        return {}
+    info = runs.read_json(keras_file.parent / runs.METRICS_FILE)
+    info["config"] = runs.read_json(keras_file.parent / runs.CONFIG_FILE)
+    return info

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -70,10 +71,10 @@ class Predictor:
         self._model_lock = threading.Lock()
 
     @classmethod
-    def from_path(cls, path, **kwargs) -> "Predictor":
-        from .classifiers import load_classifier  # not at start-up: it may load TensorFlow
+    def from_path(cls, path, engine: str = "tensorflow", **kwargs) -> "Predictor":
+        from .litert import load_classifier  # not at start-up: it may load TensorFlow
 
-        return cls(load_classifier(path), **kwargs)
+        return cls(load_classifier(path, engine), **kwargs)
 
     def probabilities(self, images) -> np.ndarray:
         """Calibrated probabilities (n, 10) for prepared images (n, 28, 28) in [0, 1]."""
@@ -111,6 +112,18 @@ class Predictor:
         calibrated = iter(self.probabilities(np.stack(good)) if good else [])
         return [Failure(error) if image is None else self._answer(next(calibrated), image)
                 for image, error in results]
+
+
+def load_predictor(path, engine: str = "litert", **kwargs) -> tuple[Predictor, str]:
+    """(the predictor, the engine it runs on): a Keras model that LiteRT cannot run is run
+    through TensorFlow, with a note on stderr saying so."""
+    from .litert import ConversionError
+
+    try:
+        return Predictor.from_path(path, engine, **kwargs), engine
+    except ConversionError as error:
+        print(f"Note: {error}; running it through TensorFlow instead.", file=sys.stderr, flush=True)
+        return Predictor.from_path(path, "tensorflow", **kwargs), "tensorflow"
 
 
 # --- inputs: files, folders and batches -> (name, source) pairs ----------------------

@@ -47,7 +47,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, preprocess
 from ..decode import PixelBudget
-from ..errors import InputImageError, NoDigitFound
+from ..errors import InputImageError, NoDigitFound, TooManyMarks
 from ..predict import Answer, Failure, usable_cpus
 # How a request carries one image, shared with /api/read (read_api.py).
 from .bodies import IMAGE_BODY as _IMAGE_BODY
@@ -83,20 +83,14 @@ def answer_json(answer: Answer | Failure) -> dict:
     }
 
 
-def answer_or_http_error(predictor, data: bytes) -> Answer:
-    """Image bytes -> the predictor's answer; HTTPException 422 for an image with no digit,
-    400 for anything unreadable."""
-    try:
-        return predictor.predict_image(data)
-    except NoDigitFound as error:
-        raise HTTPException(422, str(error)) from None
-    except InputImageError as error:
-        raise HTTPException(400, str(error)) from None
+def image_error_status(error: InputImageError) -> int:
+    """422 for a readable image that holds no digit (or no number), 400 for anything unreadable."""
+    return 422 if isinstance(error, (NoDigitFound, TooManyMarks)) else 400
 
 
 def read_digit(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON (errors as answer_or_http_error)."""
-    return answer_json(answer_or_http_error(predictor, data))
+    """Image bytes -> the answer JSON (a bad image raises InputImageError: see image_error_status)."""
+    return answer_json(predictor.predict_image(data))
 
 
 def read_digits(predictor, items: list[bytes], budget: PixelBudget) -> list[dict]:
@@ -147,6 +141,10 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
         return error_response(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(InputImageError)  # from any route: /api/predict, /api/read, /api/feedback
+    async def image_error(request, error: InputImageError):
+        return error_response(image_error_status(error), str(error))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request, error: Exception):  # a bug: uvicorn logs its traceback

@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.exceptions import HTTPException
 
 from ..errors import FeedbackStoreError
-from .app import answer_or_http_error, model_summary
+from .app import model_summary
 from .bodies import media_type, read_upload
 from .limits import CpuQueue
 
@@ -89,7 +89,7 @@ def feedback_router(predictor, store, cpu_work: CpuQueue) -> APIRouter:
             raise HTTPException(400, "send the right digit as the form field 'label' (0-9)")
         predicted = digit_field(fields, "predicted")
         # Preparing is CPU work (the app's queue for the cores); storing mostly waits on the database.
-        answer = await cpu_work.run(request, answer_or_http_error, predictor, data)
+        answer = await cpu_work.run(request, predictor.predict_image, data)
         return await anyio.to_thread.run_sync(store_drawing, data, answer, label, predicted)
 
     @router.get("/summary", summary="What was collected, and the served model's accuracy on it")

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-from ..errors import InputImageError, NoDigitFound, TooManyMarks
 from ..read import read_number
 from .bodies import PREDICT_BODY, image_data_url, read_single_image
 from .limits import CpuQueue
 
 
 def read_json(predictor, data: bytes) -> dict:
-    """Image bytes -> the answer JSON; HTTPException 422 for an image that holds no number,
-    400 for anything unreadable."""
-    try:
-        result = read_number(data, predictor)
-    except (NoDigitFound, TooManyMarks) as error:  # readable, but not a number
-        raise HTTPException(422, str(error)) from None
-    except InputImageError as error:
-        raise HTTPException(400, str(error)) from None
+    """Image bytes -> the answer JSON (a bad image raises InputImageError, which the app
+    answers 400 or 422)."""
+    result = read_number(data, predictor)
     answer = result.record()
     for record, digit in zip(answer["digits"], result.digits):
         record["image"] = image_data_url(digit.prepared)

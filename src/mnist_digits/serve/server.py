@@ -36,6 +36,7 @@ MAX_HEADER_BYTES = 16 * 1024
 WORKER_MODEL_VARIABLE = "MNIST_DIGITS_SERVE_MODEL"
 WORKER_HOSTS_VARIABLE = "MNIST_DIGITS_SERVE_HOSTS"
 WORKER_FEEDBACK_VARIABLE = "MNIST_DIGITS_SERVE_FEEDBACK_DB"
+WORKER_ENGINE_VARIABLE = "MNIST_DIGITS_SERVE_ENGINE"
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -128,7 +129,7 @@ def worker_app():
     from .feedback_api import with_feedback
 
     use_one_thread_per_model_call()
-    predictor = Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE])
+    predictor = Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE], os.environ[WORKER_ENGINE_VARIABLE])
     app = create_app(predictor, allowed_hosts=json.loads(os.environ[WORKER_HOSTS_VARIABLE]))
     if os.environ.get(WORKER_FEEDBACK_VARIABLE):
         from ..feedback import open_store
@@ -137,14 +138,15 @@ def worker_app():
     return app
 
 
-def run_workers(model, sock: socket.socket, workers: int, access_log: bool, hosts: list[str],
-                feedback_db: str | None = None) -> None:
+def run_workers(model, engine: str, sock: socket.socket, workers: int, access_log: bool,
+                hosts: list[str], feedback_db: str | None = None) -> None:
     """Serve from `workers` processes accepting on the one socket: preparing a drawing is
     Python holding the GIL, so one process keeps about one core busy however many threads
     it has. uvicorn's supervisor spawns them and replaces any that die."""
     from uvicorn.supervisors import Multiprocess
 
     os.environ[WORKER_MODEL_VARIABLE] = os.path.abspath(model)
+    os.environ[WORKER_ENGINE_VARIABLE] = engine
     os.environ[WORKER_HOSTS_VARIABLE] = json.dumps(hosts)
     os.environ[WORKER_FEEDBACK_VARIABLE] = feedback_db or ""
     # Loading TensorFlow on a busy machine can keep a new worker from answering the
@@ -155,12 +157,13 @@ def run_workers(model, sock: socket.socket, workers: int, access_log: bool, host
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-          allow_hosts: tuple[str, ...] = (), workers: int = 1, feedback_db: str | None = None) -> None:
+          allow_hosts: tuple[str, ...] = (), workers: int = 1, feedback_db: str | None = None,
+          engine: str = "litert") -> None:
     """Serve the page and API for `model` (run folder or model file) until Ctrl-C, from
     `workers` processes, to requests whose Host is a loopback name, `host` itself or one
     of `allow_hosts`; with `feedback_db` (a file name or postgresql:// URL), collect
-    corrections there."""
-    from ..predict import Predictor
+    corrections there. A Keras model runs through `engine` (litert.ENGINES)."""
+    from ..predict import load_predictor
     from .app import create_app
     from .feedback_api import with_feedback
 
@@ -174,7 +177,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
             from ..feedback import open_store
 
             store = open_store(feedback_db)
-        predictor = Predictor.from_path(model)
+        predictor, engine = load_predictor(model, engine)  # the engine it runs on
     except BaseException:
         sock.close()
         if store is not None:
@@ -192,7 +195,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     try:
         hosts = allowed_hosts(host, allow_hosts)
         if workers > 1:
-            run_workers(model, sock, workers, access_log, hosts, feedback_db)
+            run_workers(model, engine, sock, workers, access_log, hosts, feedback_db)
         else:
             app = create_app(predictor, allowed_hosts=hosts)
             if store is not None:
