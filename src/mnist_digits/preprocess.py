@@ -346,7 +346,7 @@ def _strong_extent(digit: np.ndarray) -> int:
 
 def _erode(values: np.ndarray, disk: np.ndarray) -> np.ndarray:
     """ndimage.grey_erosion(values, footprint=disk, mode="constant", cval=0.0), value for
-    value, at a fifth of its cost: the minimum over the disk's rows of 1-D minimum filters
+    value, at a quarter of its cost: the minimum over the disk's rows of 1-D minimum filters
     as wide as each row (a 2-D footprint is visited pixel by pixel, ~1 ms a thick digit)."""
     radius = disk.shape[0] // 2
     height, width = values.shape
