@@ -213,19 +213,22 @@ def _gray_from_source(source, budget: PixelBudget | None) -> tuple[np.ndarray, f
 
 
 def _quantiles(values: np.ndarray, fractions: tuple[float, ...], counts: np.ndarray | None = None) -> list[float]:
-    """Nearest-rank quantiles by one partial sort (np.percentile is slow on small images).
-    With `counts`: of `values` each repeated that many times (an image's levels and how many
-    pixels hold each), the same numbers as for the pixels themselves."""
+    """Nearest-rank quantiles of non-negative values (every image here is) by one partial
+    sort (np.percentile is slow on small images). With `counts`: of `values` each repeated
+    that many times (an image's levels and how many pixels hold each), the same numbers as
+    for the pixels themselves."""
     if counts is not None:
         order = np.argsort(values, kind="stable")
         ends = np.cumsum(counts[order])  # the rank after the last pixel of each level, in order
         ranks = [round(f * (int(ends[-1]) - 1)) for f in fractions]
         return values[order[np.searchsorted(ends, ranks, side="right")]].tolist()
-    flat = values.ravel()
+    # Non-negative float32 values are in the order of their bits read as int32, and NumPy
+    # partitions integers about 1.4x faster than floats (which it orders NaN-aware).
+    flat = np.ascontiguousarray(values, dtype=np.float32).ravel().view(np.int32)
     # Rank 0 is always asked for too: NumPy's partition for a single rank takes 30-50x
     # longer on arrays of many equal values -- a drawing's empty background (measured).
     ranks = sorted({0, *(round(f * (flat.size - 1)) for f in fractions)})
-    ordered = np.partition(flat, ranks)
+    ordered = np.partition(flat, ranks).view(np.float32)
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
@@ -326,8 +329,8 @@ def _digit_mask(ink: np.ndarray, photo: bool, speck_fraction: float = SPECK_FRAC
         return None
     if count == 1:
         return strong
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
-    mass[0] = 0.0  # the background
+    # Summed over the strong pixels only (a tenth of the image), in the same order: the same sums.
+    mass = np.bincount(labels[strong], weights=ink[strong], minlength=count + 1)
     if photo:
         at_edge = np.zeros(count + 1, dtype=bool)
         at_edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
@@ -421,6 +424,24 @@ def _strong_extent(digit: np.ndarray) -> int:
     return max(bottom - top, right - left)
 
 
+def _erode(values: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """ndimage.grey_erosion(values, footprint=disk, mode="constant", cval=0.0), value for
+    value, at a quarter of its cost: the minimum over the disk's rows of 1-D minimum filters
+    as wide as each row (a 2-D footprint is visited pixel by pixel, ~1 ms a thick digit)."""
+    radius = disk.shape[0] // 2
+    height, width = values.shape
+    padded = np.pad(values, radius)  # outside the image counts as no ink
+    by_width: dict[int, np.ndarray] = {}
+    eroded = None
+    for offset, row in enumerate(disk):
+        row_width = int(row.sum())
+        if row_width not in by_width:
+            by_width[row_width] = ndimage.minimum_filter1d(padded, row_width, axis=1, mode="constant", cval=0.0)
+        shifted = by_width[row_width][offset:offset + height, radius:radius + width]
+        eroded = shifted.copy() if eroded is None else np.minimum(eroded, shifted, out=eroded)
+    return eroded
+
+
 def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     """Thin a marker-thick digit or thicken a hairline one towards MNIST's pen.
 
@@ -438,7 +459,7 @@ def _normalise_stroke(cropped: np.ndarray) -> np.ndarray:
     radius = max(1, round(change / 2))
     disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
     if width > THICK_STROKE:
-        work = ndimage.grey_erosion(work, footprint=disk, mode="constant", cval=0.0)
+        work = _erode(work, disk)
         # Erosion keeps the darkest of each neighbourhood: on a noisy photo, greyer ink.
         if work.max() > 0:
             work = np.clip(work / _quantiles(work[work > 0], (0.99,))[0], 0.0, 1.0)

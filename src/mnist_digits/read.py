@@ -230,6 +230,15 @@ class _Piece:
     prepared: np.ndarray
 
 
+def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
+    """The image within `box` and `reach` pixels around it, zeros beyond the image's edge:
+    np.pad(image, reach) cut to the box, without padding the whole image."""
+    height, width = image.shape
+    y0, y1, x0, x1 = box.y0 - reach, box.y1 + reach, box.x0 - reach, box.x1 + reach
+    inside = image[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
+    return np.pad(inside, ((max(-y0, 0), max(y1 - height, 0)), (max(-x0, 0), max(x1 - width, 0))))
+
+
 def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float) -> list[_Piece]:
     """Every candidate digit of one group: the whole group, and when it is wide, each span
     between two candidate cuts, prepared like an MNIST digit."""
@@ -242,7 +251,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
     padded_mask = np.pad(group_mask, reach)
     # Within `reach` steps of the ink (as `reach` 4-neighbour dilations, at half their cost).
     near_ink = ndimage.distance_transform_cdt(~padded_mask, metric="taxicab") <= reach
-    padded_flat = np.pad(flat, reach)[box.y0:box.y1 + 2 * reach, box.x0:box.x1 + 2 * reach] * near_ink
+    padded_flat = _window(flat, box, reach) * near_ink
     pieces = []
     for start in range(len(positions) - 1):
         for end in range(start + 1, min(start + 1 + MAX_SPAN, len(positions))):
@@ -320,10 +329,14 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
         ink = find_ink(source, speck_fraction=SPECK_FRACTION)
     except NoDigitFound as error:  # "no digit found (...)": say it of the number
         raise NoDigitFound("no digits found" + str(error).removeprefix("no digit found")) from None
-    labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
+    # Marks are labelled within the strong ink's bounding box only (nothing to label
+    # around it); `labels` is offset by (top, left) from the working image.
+    top, bottom, left, right = ink_bounds(ink.mask)
+    labels, count = ndimage.label(ink.mask[top:bottom, left:right], structure=np.ones((3, 3)))
     if count > 3 * MAX_MARKS:
         raise _too_many(count)
-    marks = [_Box(rows.start, rows.stop, cols.start, cols.stop) for rows, cols in ndimage.find_objects(labels)]
+    marks = [_Box(top + rows.start, top + rows.stop, left + cols.start, left + cols.stop)
+             for rows, cols in ndimage.find_objects(labels)]
     groups = _group_marks(marks)
     boxes = []
     for members in groups:
@@ -338,6 +351,9 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     if len(groups) > MAX_MARKS:
         raise _too_many(len(groups))
     lines = _lines(boxes)
+    group_of_mark = np.zeros(count + 1, dtype=np.intp)  # 0: the background, or a speck
+    for g, members in enumerate(groups):
+        group_of_mark[np.array(members) + 1] = g + 1
 
     pieces: list[_Piece] = []
     line_height: dict[int, float] = {}
@@ -346,7 +362,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
         for g in line:
             line_height[g] = height
             box = boxes[g]
-            group_mask = np.isin(labels[box.y0:box.y1, box.x0:box.x1], np.array(groups[g]) + 1)
+            group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
             pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
