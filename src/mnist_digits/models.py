@@ -84,6 +84,7 @@ def cnn_small():
     return keras.Model(image, probabilities, name="cnn_small")
 
 
+@register("cnn-fast-aug")  # the same network, trained 8 epochs with augmentation (training.py)
 @register("cnn-fast")
 def cnn_fast():
     """The quickest to good accuracy on a CPU: Conv 24 5x5 -> max pool -> Conv 32 5x5 ->
