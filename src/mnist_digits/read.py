@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -32,7 +32,7 @@ from scipy.signal import find_peaks
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .decode import load_image
-from .preprocess import Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece
+from .preprocess import STRONG_INK, Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -81,6 +81,14 @@ WIDE_PENALTY = 1.0
 SEVERAL = 1.6
 SEVERAL_SPLIT_PENALTY = 0.3
 SEVERAL_WIDE = 0.7
+# A digit written lighter than the darkest one (less pen pressure, a shadow) is stretched to
+# its own ink level, as `predict` stretches a digit alone: the ink above FAINT_INK (on 0-1,
+# after find_ink's stretch) is cut into marks, and each mark whose own level (its 99th
+# percentile) is at least FAINTEST is scaled so that level becomes 1. Without this, a light
+# digit's strong ink (half the darkest digit's level) is only its core: strokes were lost
+# or it fell apart (most misread separated photo numbers, seed 7).
+FAINT_INK = 0.15
+FAINTEST = 0.3
 # Number of alternatives reported per digit.
 ALTERNATIVES = 2
 
@@ -329,6 +337,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
         ink = find_ink(source, speck_fraction=SPECK_FRACTION)
     except NoDigitFound as error:  # "no digit found (...)": say it of the number
         raise NoDigitFound("no digits found" + str(error).removeprefix("no digit found")) from None
+    ink = _stretch_faint_marks(ink)
     # Marks are labelled within the strong ink's bounding box only (nothing to label
     # around it); `labels` is offset by (top, left) from the working image.
     top, bottom, left, right = ink_bounds(ink.mask)
@@ -384,6 +393,30 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
         if text:
             text_lines.append(text)
     return NumberRead("\n".join(text_lines), digits)
+
+
+def _stretch_faint_marks(ink: Ink) -> Ink:
+    """`ink` with each faint mark stretched to its own level (see FAINT_INK), and the strong
+    ink that makes visible added to the mask where the mark has strong ink already."""
+    labels, count = ndimage.label(ink.flat > FAINT_INK, structure=np.ones((3, 3)))
+    if count == 0:
+        return ink
+    inked = labels > 0
+    values, owners = ink.flat[inked], labels[inked]
+    # Each mark's 99th percentile: its values sorted within the mark, taken at 99% of its size.
+    order = np.lexsort((values, owners))
+    sizes = np.bincount(owners, minlength=count + 1)[1:]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    levels = values[order][starts + (0.99 * (sizes - 1)).astype(np.intp)]
+    gain = np.ones(count + 1, dtype=np.float32)
+    faint = (levels >= FAINTEST) & (levels < 1.0)
+    gain[1:][faint] = 1.0 / levels[faint]
+    flat = np.minimum(ink.flat * gain[labels], 1.0)
+    # Only marks that find_ink kept (not specks, not a photo's edge) gain strong ink.
+    kept = np.zeros(count + 1, dtype=bool)
+    kept[np.unique(labels[ink.mask])] = True
+    kept[0] = False
+    return replace(ink, flat=flat, mask=ink.mask | ((flat > STRONG_INK) & kept[labels]))
 
 
 def _too_many(count: int) -> TooManyMarks:
