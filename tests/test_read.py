@@ -199,6 +199,21 @@ def test_specks_are_dropped_not_read(predictor, test_digits):
     assert read_number(specked, predictor).text == "47"
 
 
+def test_a_light_digit_beside_a_dark_one_is_read_as_it_is_alone(predictor, test_digits):
+    """A digit written with 60% of the ink of its neighbour: its strong ink at the dark
+    digit's level is only its core (strokes lost); stretched to its own level, it is read
+    as predict reads it alone."""
+    images, labels = test_digits
+    misread = []
+    for index in range(0, 40, 2):
+        dark, light = images[index] / 255.0, images[index + 1] / 255.0 * 0.6
+        expected = f"{predictor.predict_image(canvas(dark)).digit}{predictor.predict_image(canvas(light)).digit}"
+        text = read_number(canvas(np.concatenate([dark, light], axis=1)), predictor).text
+        if text != expected:
+            misread.append((text, expected))
+    assert not misread, misread
+
+
 # --- several lines ---------------------------------------------------------------------
 
 
