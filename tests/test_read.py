@@ -190,6 +190,31 @@ def test_two_zeros_touching_are_split_into_two(predictor, test_digits):
     assert touching >= 3
 
 
+def test_a_one_touching_its_neighbour_is_split_off(predictor, test_digits):
+    """A 1 overlapping its neighbour by 3 px makes a group narrower than one line height:
+    it is still cut (with mlp: 28 of 40 read right; 20 when such groups were not split)."""
+    images, labels = test_digits
+    rng = np.random.default_rng(6)
+    texts = ["12", "71", "14", "31", "17", "51", "19", "61"] * 5
+    numbers = [compose_number(images, labels, rng, text, -3, "canvas") for text in texts]
+    right = sum(read_number(number.image, predictor).text == number.text for number in numbers)
+    assert right >= 26, f"{right} of {len(numbers)} read right"
+
+
+def test_a_wide_digit_is_not_cut_into_a_digit_and_a_sliver(predictor, test_digits):
+    """300 test digits stretched to 1.4 times their width, each alone: a cut through several
+    strokes, or one leaving a piece much shorter than the digit, costs more (with mlp: 4 are
+    read as more than one digit; 10 without the short-piece cost, 23 without the crossing cost)."""
+    images, _ = test_digits
+    split = []
+    for index in range(300):
+        wide = Image.fromarray(images[index].astype(np.float32) / 255, mode="F").resize((40, 28))
+        text = read_number(canvas(np.asarray(wide)), predictor).text
+        if len(text) != 1:
+            split.append((index, text))
+    assert len(split) <= 7, split
+
+
 def test_specks_are_dropped_not_read(predictor, test_digits):
     images, labels = test_digits
     number = compose_number(images, labels, np.random.default_rng(5), "47", "apart", "canvas")
@@ -202,16 +227,16 @@ def test_specks_are_dropped_not_read(predictor, test_digits):
 def test_a_light_digit_beside_a_dark_one_is_read_as_it_is_alone(predictor, test_digits):
     """A digit written with 60% of the ink of its neighbour: its strong ink at the dark
     digit's level is only its core (strokes lost); stretched to its own level, it is read
-    as predict reads it alone."""
+    as predict reads it alone (with mlp: 1 pair of 40 misread, 6 without the stretch)."""
     images, labels = test_digits
     misread = []
-    for index in range(0, 40, 2):
+    for index in range(0, 80, 2):
         dark, light = images[index] / 255.0, images[index + 1] / 255.0 * 0.6
         expected = f"{predictor.predict_image(canvas(dark)).digit}{predictor.predict_image(canvas(light)).digit}"
         text = read_number(canvas(np.concatenate([dark, light], axis=1)), predictor).text
         if text != expected:
             misread.append((text, expected))
-    assert not misread, misread
+    assert len(misread) <= 2, misread
 
 
 # --- several lines ---------------------------------------------------------------------
