@@ -232,28 +232,44 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...], counts: np.ndar
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
-def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[bool, float | None]:
+def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[bool, float | None, bool]:
     """From an image's POLARITY_QUANTILES: whether its ink is dark on light paper (ink is
     the tail of the histogram far from the background, the median -- or the other one,
-    with `flip`), and the level of a perfectly even background (a drawing, an MNIST
-    digit) once the ink is made bright, else None. `small`: the image is a digit already
-    cut out (at most SMALL_SIDE px)."""
+    with `flip`); the paper's level once the ink is made bright when the paper is one
+    exact level over half of the image, else None; and whether the histogram alone shows
+    that paper to be a perfectly even background (a drawing, an MNIST digit). `small`:
+    the image is a digit already cut out (at most SMALL_SIDE px)."""
     low, fifth, background, four_fifths, high = quantiles
     # Even: one value over half of the image -- and over 80% of a bigger one, which may
     # be a photo with a hard shadow (a small one is a digit already cut out, MNIST's
     # own among them: a third of those have ink on more than a fifth of their pixels).
+    # A bigger one with more ink may still be a drawing: _only_strokes tells.
     if (background - low > high - background) != flip:
-        even = background == high and (small or fifth == background)
-        return True, (1.0 - background if even else None)
-    even = background == low and (small or four_fifths == background)
-    return False, (background if even else None)
+        paper = 1.0 - background if background == high else None
+        return True, paper, paper is not None and (small or fifth == background)
+    paper = background if background == low else None
+    return False, paper, paper is not None and (small or four_fifths == background)
+
+
+def _only_strokes(ink: np.ndarray, paper: float) -> bool:
+    """Whether bright ink on paper of one exact level holds nothing but strokes: nothing
+    wider than a third of the image (a shadow, a table, shade: what _uneven_background
+    would take away) is anything but the paper, exactly. Then the background is even,
+    however much of the image the strokes cover: a drawing with a thick pen. The opening
+    is the paper everywhere exactly when its erosion is (the dilation after it keeps any
+    higher pixel; nothing is below the paper): half the work."""
+    small, window = _background_sample(ink)
+    return ndimage.grey_erosion(small, size=(window, window), mode="nearest").max() == np.float32(paper)
 
 
 def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None]:
     """The image with bright ink, whether it was dark ink on light paper, and the level
-    of a perfectly even background, else None (see _polarity)."""
-    on_paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
-    return (1.0 - gray if on_paper else gray), on_paper, even
+    of a perfectly even background, else None (see _polarity and _only_strokes)."""
+    on_paper, paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
+    ink = 1.0 - gray if on_paper else gray
+    if paper is not None and not even:
+        even = _only_strokes(ink, paper)
+    return ink, on_paper, (paper if even else None)
 
 
 def _background_sample(ink: np.ndarray) -> tuple[np.ndarray, int]:
@@ -374,27 +390,19 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     counts = np.bincount(levels.ravel(), minlength=256)
     present = np.flatnonzero(counts)
     grays, counts = present.astype(np.float32) / 255.0, counts[present]
-    quantiles = _quantiles(grays, POLARITY_QUANTILES, counts)
-    on_paper, even = _polarity(quantiles, small=False)
-    low, _, median, _, high = quantiles
-    if median != (high if on_paper else low):  # the paper is not one exact level
+    on_paper, paper, even = _polarity(_quantiles(grays, POLARITY_QUANTILES, counts), small=False)
+    if paper is None:  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
-    if even is None:
-        # Shade or a second paper level is no drawing. The opening is 0 everywhere exactly
-        # when its erosion is (the dilation after it keeps any positive pixel): half the work.
-        small, window = _background_sample(ink)
-        if ndimage.grey_erosion(small, size=(window, window), mode="nearest").any():
-            return None
-    # The general path's background is exactly 0 then, as an even one is once made bright.
-    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper,
-                                              0.0 if even is None else even), even is not None, counts)
+    if not (even or _only_strokes(ink, paper)):  # shade or a second paper level: no drawing
+        return None
+    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper, paper), True, counts)
     if flats is None:
         return ink, None, None
     flat_of_level = np.zeros(256, dtype=np.float32)
     flat_of_level[present] = flats
     flat = flat_of_level.take(levels)  # as flat_of_level[levels], in half the time
-    return ink, flat, _digit_mask(flat, even is None, speck_fraction)
+    return ink, flat, _digit_mask(flat, False, speck_fraction)
 
 
 def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
