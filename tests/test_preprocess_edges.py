@@ -16,6 +16,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from mnist_digits import preprocess
 
@@ -118,3 +119,42 @@ def test_both_paths_agree_and_the_drawing_path_takes_them(monkeypatch):
                                                        monkeypatch)
         assert_same(drawn, general)
         assert took_drawing_path
+
+
+def saturated_photo_with_a_shadow(digit: np.ndarray, rng: np.random.Generator, band: float) -> bytes:
+    """A photo of a marker-thick digit on overexposed paper (clipped to one exact white over
+    half of it) with a hard shadow `band` of its width wide along the left edge (narrower
+    than a third: the background estimate does not see it), sensor noise, lossless PNG."""
+    side = 200
+    coverage = np.asarray(Image.fromarray(digit).resize((150, 150), Image.Resampling.BICUBIC), np.float32) / 255
+    page = np.ones((side, side), np.float32)
+    top, left = rng.integers(0, side - 150 + 1, 2)
+    page[top:top + 150, left:left + 150] -= 0.9 * ndimage.grey_dilation(coverage, size=(9, 9))  # a marker
+    columns = np.broadcast_to(np.arange(side), (side, side))
+    shadow = ndimage.gaussian_filter(np.where(columns < band * side, 0.4, 1.0), 3)
+    photo = page * shadow * 1.15 + rng.normal(0, 0.02, page.shape)
+    return png(np.round(np.clip(photo, 0, 1) * 255).astype(np.uint8))
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("band", [0.1, 0.2])
+def test_a_photo_on_clipped_white_paper_still_drops_a_narrow_shadow_at_its_edge(mnist, band):
+    """(With under a fifth not paper, the histogram calls the paper even and the shadow is
+    kept, as before: a limit of the 80% rule, not tested here.)"""
+    rng = np.random.default_rng(5)
+    tested = 0
+    for index in range(30):
+        data = saturated_photo_with_a_shadow(mnist.x_test[index], rng, band)
+        gray = np.asarray(Image.open(io.BytesIO(data)))
+        assert (gray == 255).mean() > 0.5
+        if (gray < 255).mean() <= 0.2:
+            continue
+        tested += 1
+        mask = preprocess.find_ink(data).mask
+        assert not mask[:, :round(0.5 * band * gray.shape[1])].any(), f"test digit {index}: the shadow is read as ink"
+    assert tested >= 15

@@ -78,6 +78,10 @@ BACKGROUND_SIDE = 48
 TURNS_SIDEWAYS = (5, 6, 7, 8)
 # The quantiles that tell the ink's polarity and an even background (_polarity).
 POLARITY_QUANTILES = (0.01, 0.2, 0.5, 0.8, 0.99)
+# A drawing's strokes are one ink: in the page's drawings, the commonest level after the
+# paper's (the strokes' cores) holds 35-75% of the other pixels (measured with pens from the
+# page's to twice as thick, and every smoothing); in a photo a shadow is a noisy gradient.
+ONE_INK_SHARE = 0.25
 # Drawings (the page's among them) take a cheaper path with the same result (_find_drawn_digit);
 # MNIST_DIGITS_DRAWING_PATH=0 turns it off, to measure it against the general path
 # (benchmarks/serve_load.py --paths).
@@ -243,7 +247,7 @@ def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[
     # Even: one value over half of the image -- and over 80% of a bigger one, which may
     # be a photo with a hard shadow (a small one is a digit already cut out, MNIST's
     # own among them: a third of those have ink on more than a fifth of their pixels).
-    # A bigger one with more ink may still be a drawing: _only_strokes tells.
+    # A bigger one with more ink may still be a drawing: _judge_background tells.
     if (background - low > high - background) != flip:
         paper = 1.0 - background if background == high else None
         return True, paper, paper is not None and (small or fifth == background)
@@ -251,25 +255,54 @@ def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[
     return False, paper, paper is not None and (small or four_fifths == background)
 
 
+def _eight_bit_levels(gray: np.ndarray) -> np.ndarray | None:
+    """The image's levels 0-255 when it holds 8-bit levels only (k/255, as _to_gray makes
+    them), else None."""
+    levels = np.rint(gray * 255.0).astype(np.uint8)
+    return levels if np.array_equal(levels.astype(np.float32) / 255.0, gray) else None
+
+
 def _only_strokes(ink: np.ndarray, paper: float) -> bool:
-    """Whether bright ink on paper of one exact level holds nothing but strokes: nothing
-    wider than a third of the image (a shadow, a table, shade: what _uneven_background
-    would take away) is anything but the paper, exactly. Then the background is even,
-    however much of the image the strokes cover: a drawing with a thick pen. The opening
-    is the paper everywhere exactly when its erosion is (the dilation after it keeps any
-    higher pixel; nothing is below the paper): half the work."""
+    """Whether bright ink on paper of one exact level holds nothing wider than a third of
+    the image (shade, a shadow, a table: what _uneven_background would take away) but
+    the paper, exactly. The opening is the paper everywhere exactly when its erosion is
+    (the dilation after it keeps any higher pixel; nothing is below the paper): half the work."""
     small, window = _background_sample(ink)
     return ndimage.grey_erosion(small, size=(window, window), mode="nearest").max() == np.float32(paper)
 
 
-def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None]:
-    """The image with bright ink, whether it was dark ink on light paper, and the level
-    of a perfectly even background, else None (see _polarity and _only_strokes)."""
+def _one_ink(gray: np.ndarray) -> bool:
+    """Whether what is not paper is strokes of one ink and the antialiasing at their edges:
+    8-bit levels only, and the commonest level after the paper's (the strokes' cores)
+    holds ONE_INK_SHARE of the other pixels. A photo's shadow is a noisy gradient."""
+    levels = _eight_bit_levels(gray)
+    if levels is None:
+        return False
+    counts = np.sort(np.bincount(levels.ravel(), minlength=256))
+    return counts[-2] >= ONE_INK_SHARE * (levels.size - counts[-1])
+
+
+def _judge_background(gray: np.ndarray, ink: np.ndarray, paper: float | None, even: bool) -> tuple[float | None, bool]:
+    """From _polarity's paper and verdict: the level of a perfectly even background once
+    the ink is made bright (else None), and whether the image is a photo (marks at its
+    edge are a shadow or a table, not strokes). Paper of one exact level with nothing
+    wide on it is even whatever share of the image the strokes cover; it is a drawing,
+    a thick pen's, when they are one ink (_one_ink), else a photo with a narrow shadow
+    at its edge, maybe."""
+    if even:
+        return paper, False
+    if paper is None or not _only_strokes(ink, paper):
+        return None, True
+    return paper, not _one_ink(gray)
+
+
+def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None, bool]:
+    """The image with bright ink, whether it was dark ink on light paper, the level of a
+    perfectly even background (else None) and whether the image is a photo (see
+    _polarity and _judge_background)."""
     on_paper, paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
     ink = 1.0 - gray if on_paper else gray
-    if paper is not None and not even:
-        even = _only_strokes(ink, paper)
-    return ink, on_paper, (paper if even else None)
+    return (ink, on_paper, *_judge_background(gray, ink, paper, even))
 
 
 def _background_sample(ink: np.ndarray) -> tuple[np.ndarray, int]:
@@ -368,9 +401,9 @@ def _is_blob(mask: np.ndarray) -> bool:
 def _find_digit(gray: np.ndarray, flip: bool = False, speck_fraction: float = SPECK_FRACTION):
     """(ink, flat, mask): the image with bright ink, with the background taken away and
     the ink stretched to 0-1 (None if there is no ink), and the digit's strong ink."""
-    ink, on_paper, even = _ink_bright(gray, flip)
+    ink, on_paper, even, photo = _ink_bright(gray, flip)
     flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
-    mask = None if flat is None else _digit_mask(flat, even is None, speck_fraction)
+    mask = None if flat is None else _digit_mask(flat, photo, speck_fraction)
     return ink, flat, mask
 
 
@@ -384,8 +417,8 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     up to SMALL_SIDE px, sorting the pixels costs no more (28x28: 0.09 ms against 0.12)."""
     if max(gray.shape) <= SMALL_SIDE:
         return None
-    levels = np.rint(gray * 255.0).astype(np.uint8)
-    if not np.array_equal(levels.astype(np.float32) / 255.0, gray):  # as _to_gray makes it
+    levels = _eight_bit_levels(gray)
+    if levels is None:
         return None
     counts = np.bincount(levels.ravel(), minlength=256)
     present = np.flatnonzero(counts)
@@ -394,15 +427,16 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     if paper is None:  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
-    if not (even or _only_strokes(ink, paper)):  # shade or a second paper level: no drawing
+    even, photo = _judge_background(gray, ink, paper, even)
+    if even is None:  # shade or a second paper level: no drawing
         return None
-    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper, paper), True, counts)
+    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper, even), True, counts)
     if flats is None:
         return ink, None, None
     flat_of_level = np.zeros(256, dtype=np.float32)
     flat_of_level[present] = flats
     flat = flat_of_level.take(levels)  # as flat_of_level[levels], in half the time
-    return ink, flat, _digit_mask(flat, False, speck_fraction)
+    return ink, flat, _digit_mask(flat, photo, speck_fraction)
 
 
 def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
