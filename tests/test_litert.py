@@ -36,6 +36,15 @@ def test_a_model_is_converted_once_then_read_from_the_cache(mlp_run, litert_cach
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_a_damaged_cache_file_is_converted_again(mlp_run, mnist):
+    cached = litert.converted_model(mlp_run / "model.keras")
+    cached.write_bytes(b"TFL3 damaged on disk")
+    images = to_model_input(mnist.x_test[:50])
+    answers = litert.load_classifier(mlp_run, "litert").predict_proba(images)
+    assert cached.read_bytes() != b"TFL3 damaged on disk"  # converted and written again
+    assert np.max(np.abs(answers - load_classifier(mlp_run).predict_proba(images))) < 1e-4
+
+
 def test_a_model_that_cannot_be_converted_gives_one_line_and_no_cache_file(tmp_path, litert_cache):
     damaged = tmp_path / "model.keras"
     damaged.write_bytes(b"PK\x03\x04 not really a zip archive")
