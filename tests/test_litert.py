@@ -27,12 +27,14 @@ def test_litert_gives_the_keras_answers_on_the_test_set(mlp_run, mnist):
     assert np.array_equal(got.argmax(axis=1), expected.argmax(axis=1))
 
 
-def test_a_model_is_converted_once_then_read_from_the_cache(mlp_run, litert_cache):
+def test_a_model_is_converted_once_then_read_from_the_cache(mlp_run, litert_cache, capsys):
     first = litert.converted_model(mlp_run / "model.keras")
+    capsys.readouterr()
     assert first.parent == litert_cache / "mnist-digits" / "litert"
     stamp = first.stat().st_mtime_ns
     assert litert.converted_model(mlp_run / "model.keras") == first
     assert first.stat().st_mtime_ns == stamp  # not converted again
+    assert "Converting" not in capsys.readouterr().err
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 

@@ -68,6 +68,8 @@ def converted_model(keras_file: Path, again: bool = False) -> Path:
     target = cache_folder() / f"{sha256_of(keras_file)}.tflite"
     if target.is_file() and not again:
         return target
+    # Seconds of silence otherwise, before a command's first answer or a server's first line.
+    print(f"Converting {keras_file} for LiteRT (once; cached in {target.parent}) ...", file=sys.stderr, flush=True)
     try:
         with runs.atomic_path(target) as staging:  # a half-converted file is never in the cache
             _convert_in_child(keras_file, staging)
