@@ -27,13 +27,24 @@ def test_litert_gives_the_keras_answers_on_the_test_set(mlp_run, mnist):
     assert np.array_equal(got.argmax(axis=1), expected.argmax(axis=1))
 
 
-def test_a_model_is_converted_once_then_read_from_the_cache(mlp_run, litert_cache):
+def test_a_model_is_converted_once_then_read_from_the_cache(mlp_run, litert_cache, capsys):
     first = litert.converted_model(mlp_run / "model.keras")
+    capsys.readouterr()
     assert first.parent == litert_cache / "mnist-digits" / "litert"
     stamp = first.stat().st_mtime_ns
     assert litert.converted_model(mlp_run / "model.keras") == first
     assert first.stat().st_mtime_ns == stamp  # not converted again
+    assert "Converting" not in capsys.readouterr().err
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_damaged_cache_file_is_converted_again(mlp_run, mnist):
+    cached = litert.converted_model(mlp_run / "model.keras")
+    cached.write_bytes(b"TFL3 damaged on disk")
+    images = to_model_input(mnist.x_test[:50])
+    answers = litert.load_classifier(mlp_run, "litert").predict_proba(images)
+    assert cached.read_bytes() != b"TFL3 damaged on disk"  # converted and written again
+    assert np.max(np.abs(answers - load_classifier(mlp_run).predict_proba(images))) < 1e-4
 
 
 def test_a_model_that_cannot_be_converted_gives_one_line_and_no_cache_file(tmp_path, litert_cache):

@@ -49,8 +49,13 @@ def load_classifier(path: str | Path, engine: str = "tensorflow") -> Classifier:
     if engine == "tensorflow" or keras_file is None:
         return load_as_is(path)
     info = keras_info(keras_file)
-    return TFLiteClassifier(converted_model(keras_file), info,
-                            name=info.get("config", {}).get("model") or keras_file.stem)
+    name = info.get("config", {}).get("model") or keras_file.stem
+    try:
+        return TFLiteClassifier(converted_model(keras_file), info, name=name)
+    except ConversionError:
+        raise
+    except ModelFileError:  # a cached file damaged since it was written: convert it again
+        return TFLiteClassifier(converted_model(keras_file, again=True), info, name=name)
 
 
 def cache_folder() -> Path:
@@ -58,11 +63,13 @@ def cache_folder() -> Path:
     return Path(base) / "mnist-digits" / "litert"
 
 
-def converted_model(keras_file: Path) -> Path:
-    """The cached LiteRT file for `keras_file`, converted first if there is none."""
+def converted_model(keras_file: Path, again: bool = False) -> Path:
+    """The cached LiteRT file for `keras_file`, converted first if there is none (or `again`)."""
     target = cache_folder() / f"{sha256_of(keras_file)}.tflite"
-    if target.is_file():
+    if target.is_file() and not again:
         return target
+    # Seconds of silence otherwise, before a command's first answer or a server's first line.
+    print(f"Converting {keras_file} for LiteRT (once; cached in {target.parent}) ...", file=sys.stderr, flush=True)
     try:
         with runs.atomic_path(target) as staging:  # a half-converted file is never in the cache
             _convert_in_child(keras_file, staging)

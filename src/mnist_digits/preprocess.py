@@ -78,6 +78,10 @@ BACKGROUND_SIDE = 48
 TURNS_SIDEWAYS = (5, 6, 7, 8)
 # The quantiles that tell the ink's polarity and an even background (_polarity).
 POLARITY_QUANTILES = (0.01, 0.2, 0.5, 0.8, 0.99)
+# A drawing's strokes are one ink: in the page's drawings, the commonest level after the
+# paper's (the strokes' cores) holds 35-75% of the other pixels (measured with pens from the
+# page's to twice as thick, and every smoothing); in a photo a shadow is a noisy gradient.
+ONE_INK_SHARE = 0.25
 # Drawings (the page's among them) take a cheaper path with the same result (_find_drawn_digit);
 # MNIST_DIGITS_DRAWING_PATH=0 turns it off, to measure it against the general path
 # (benchmarks/serve_load.py --paths).
@@ -232,28 +236,74 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...], counts: np.ndar
     return [float(ordered[round(f * (flat.size - 1))]) for f in fractions]
 
 
-def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[bool, float | None]:
+def _polarity(quantiles: list[float], small: bool, flip: bool = False) -> tuple[bool, float | None, bool]:
     """From an image's POLARITY_QUANTILES: whether its ink is dark on light paper (ink is
     the tail of the histogram far from the background, the median -- or the other one,
-    with `flip`), and the level of a perfectly even background (a drawing, an MNIST
-    digit) once the ink is made bright, else None. `small`: the image is a digit already
-    cut out (at most SMALL_SIDE px)."""
+    with `flip`); the paper's level once the ink is made bright when the paper is one
+    exact level over half of the image, else None; and whether the histogram alone shows
+    that paper to be a perfectly even background (a drawing, an MNIST digit). `small`:
+    the image is a digit already cut out (at most SMALL_SIDE px)."""
     low, fifth, background, four_fifths, high = quantiles
     # Even: one value over half of the image -- and over 80% of a bigger one, which may
     # be a photo with a hard shadow (a small one is a digit already cut out, MNIST's
     # own among them: a third of those have ink on more than a fifth of their pixels).
+    # A bigger one with more ink may still be a drawing: _judge_background tells.
     if (background - low > high - background) != flip:
-        even = background == high and (small or fifth == background)
-        return True, (1.0 - background if even else None)
-    even = background == low and (small or four_fifths == background)
-    return False, (background if even else None)
+        paper = 1.0 - background if background == high else None
+        return True, paper, paper is not None and (small or fifth == background)
+    paper = background if background == low else None
+    return False, paper, paper is not None and (small or four_fifths == background)
 
 
-def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None]:
-    """The image with bright ink, whether it was dark ink on light paper, and the level
-    of a perfectly even background, else None (see _polarity)."""
-    on_paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
-    return (1.0 - gray if on_paper else gray), on_paper, even
+def _eight_bit_levels(gray: np.ndarray) -> np.ndarray | None:
+    """The image's levels 0-255 when it holds 8-bit levels only (k/255, as _to_gray makes
+    them), else None."""
+    levels = np.rint(gray * 255.0).astype(np.uint8)
+    return levels if np.array_equal(levels.astype(np.float32) / 255.0, gray) else None
+
+
+def _only_strokes(ink: np.ndarray, paper: float) -> bool:
+    """Whether bright ink on paper of one exact level holds nothing wider than a third of
+    the image (shade, a shadow, a table: what _uneven_background would take away) but
+    the paper, exactly. The opening is the paper everywhere exactly when its erosion is
+    (the dilation after it keeps any higher pixel; nothing is below the paper): half the work.
+    Exact: Pillow's box average of one level is that level (checked for all 256)."""
+    small, window = _background_sample(ink)
+    return ndimage.grey_erosion(small, size=(window, window), mode="nearest").max() == np.float32(paper)
+
+
+def _one_ink(gray: np.ndarray) -> bool:
+    """Whether what is not paper is strokes of one ink and the antialiasing at their edges:
+    8-bit levels only, and the commonest level after the paper's (the strokes' cores)
+    holds ONE_INK_SHARE of the other pixels. A photo's shadow is a noisy gradient."""
+    levels = _eight_bit_levels(gray)
+    if levels is None:
+        return False
+    counts = np.sort(np.bincount(levels.ravel(), minlength=256))
+    return counts[-2] >= ONE_INK_SHARE * (levels.size - counts[-1])
+
+
+def _judge_background(gray: np.ndarray, ink: np.ndarray, paper: float | None, even: bool) -> tuple[float | None, bool]:
+    """From _polarity's paper and verdict: the level of a perfectly even background once
+    the ink is made bright (else None), and whether the image is a photo (marks at its
+    edge are a shadow or a table, not strokes). Paper of one exact level with nothing
+    wide on it is even whatever share of the image the strokes cover; it is a drawing,
+    a thick pen's, when they are one ink (_one_ink), else a photo with a narrow shadow
+    at its edge, maybe."""
+    if even:
+        return paper, False
+    if paper is None or not _only_strokes(ink, paper):
+        return None, True
+    return paper, not _one_ink(gray)
+
+
+def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None, bool]:
+    """The image with bright ink, whether it was dark ink on light paper, the level of a
+    perfectly even background (else None) and whether the image is a photo (see
+    _polarity and _judge_background)."""
+    on_paper, paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
+    ink = 1.0 - gray if on_paper else gray
+    return (ink, on_paper, *_judge_background(gray, ink, paper, even))
 
 
 def _background_sample(ink: np.ndarray) -> tuple[np.ndarray, int]:
@@ -352,9 +402,9 @@ def _is_blob(mask: np.ndarray) -> bool:
 def _find_digit(gray: np.ndarray, flip: bool = False, speck_fraction: float = SPECK_FRACTION):
     """(ink, flat, mask): the image with bright ink, with the background taken away and
     the ink stretched to 0-1 (None if there is no ink), and the digit's strong ink."""
-    ink, on_paper, even = _ink_bright(gray, flip)
+    ink, on_paper, even, photo = _ink_bright(gray, flip)
     flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
-    mask = None if flat is None else _digit_mask(flat, even is None, speck_fraction)
+    mask = None if flat is None else _digit_mask(flat, photo, speck_fraction)
     return ink, flat, mask
 
 
@@ -368,33 +418,26 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     up to SMALL_SIDE px, sorting the pixels costs no more (28x28: 0.09 ms against 0.12)."""
     if max(gray.shape) <= SMALL_SIDE:
         return None
-    levels = np.rint(gray * 255.0).astype(np.uint8)
-    if not np.array_equal(levels.astype(np.float32) / 255.0, gray):  # as _to_gray makes it
+    levels = _eight_bit_levels(gray)
+    if levels is None:
         return None
     counts = np.bincount(levels.ravel(), minlength=256)
     present = np.flatnonzero(counts)
     grays, counts = present.astype(np.float32) / 255.0, counts[present]
-    quantiles = _quantiles(grays, POLARITY_QUANTILES, counts)
-    on_paper, even = _polarity(quantiles, small=False)
-    low, _, median, _, high = quantiles
-    if median != (high if on_paper else low):  # the paper is not one exact level
+    on_paper, paper, even = _polarity(_quantiles(grays, POLARITY_QUANTILES, counts), small=False)
+    if paper is None:  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
-    if even is None:
-        # Shade or a second paper level is no drawing. The opening is 0 everywhere exactly
-        # when its erosion is (the dilation after it keeps any positive pixel): half the work.
-        small, window = _background_sample(ink)
-        if ndimage.grey_erosion(small, size=(window, window), mode="nearest").any():
-            return None
-    # The general path's background is exactly 0 then, as an even one is once made bright.
-    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper,
-                                              0.0 if even is None else even), even is not None, counts)
+    even, photo = _judge_background(gray, ink, paper, even)
+    if even is None:  # shade or a second paper level: no drawing
+        return None
+    flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper, even), True, counts)
     if flats is None:
         return ink, None, None
     flat_of_level = np.zeros(256, dtype=np.float32)
     flat_of_level[present] = flats
     flat = flat_of_level.take(levels)  # as flat_of_level[levels], in half the time
-    return ink, flat, _digit_mask(flat, even is None, speck_fraction)
+    return ink, flat, _digit_mask(flat, photo, speck_fraction)
 
 
 def _ink_box(mask: np.ndarray) -> tuple[slice, slice]:
