@@ -310,8 +310,10 @@ def test_the_command_prints_each_number_and_exits_1_when_some_failed(capsys, mlp
     out, err = capsys.readouterr()
     assert code == 1
     assert out.startswith(f"{numbers_folder / 'year.png'}: 1984  (4 digits, lowest confidence ")
-    assert err == f"mnist-digits: error: {numbers_folder / 'blank.png'}: no digits found " \
-                  "(the image is blank or has almost no contrast)\n"
+    # The one error line; the first run of a model may also say it is converting it for LiteRT.
+    errors = [line for line in err.splitlines() if not line.startswith("Converting ")]
+    assert errors == [f"mnist-digits: error: {numbers_folder / 'blank.png'}: no digits found "
+                      "(the image is blank or has almost no contrast)"]
 
 
 def test_json_and_annotated_copies(capsys, mlp_run, numbers_folder, tmp_path):
