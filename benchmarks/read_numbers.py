@@ -24,6 +24,7 @@ import numpy as np
 
 from mnist_digits.data import load_mnist
 from mnist_digits.errors import InputImageError
+from mnist_digits.litert import ENGINES
 from mnist_digits.predict import Predictor
 from mnist_digits.read import read_number
 from number_images import compose_number
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200, help="numbers per kind (default: 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed-only", action="store_true", help="skip the accuracy tables")
+    parser.add_argument("--engine", choices=ENGINES, default="litert",
+                        help="what runs the mlp for the speed table (default: litert, as read and serve do)")
     args = parser.parse_args()
     data = load_mnist()
     images, labels = data.split("test")
@@ -127,9 +130,9 @@ def main() -> None:
             result = accuracy(predictor, numbers)
             print(f"  {digits:<6} {spacing:<9} {style:<7} {result['exact']:>7.1%} {result['per_digit']:>10.1%}"
                   f"   {result['baseline_exact']:>17.1%} {result['baseline_per_digit']:>10.1%}")
-    predictor = Predictor.from_path(args.mlp)
+    predictor = Predictor.from_path(args.mlp, args.engine)
     predictor.probabilities(np.zeros((1, 28, 28)))  # the first call traces the model
-    print(f"\nspeed with {predictor.classifier.name}: 4-digit numbers per second (photos: JPEG decoding included; canvas: arrays)")
+    print(f"\nspeed with {predictor.classifier.name}, engine {args.engine}: 4-digit numbers per second (photos: JPEG decoding included; canvas: arrays)")
     for index, (spacing, style) in enumerate([("apart", "canvas"), ("apart", "photo"),
                                               ("touching", "canvas"), ("touching", "photo")]):
         numbers = compose(images, labels, args.count, args.seed + 100 + index, 4, spacing, style)
