@@ -332,6 +332,7 @@ def test_serve_command_serves_and_stops_cleanly_on_ctrl_c(mlp_run, digits, spawn
     found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
     assert found, line
     assert ("2 worker processes" in line) == (workers == 2), line
+    assert "(run by LiteRT)" in line, line  # the default engine: no TensorFlow in the server
     with httpx.Client(base_url=found.group(0), timeout=5) as http:
         for _ in range(1200):  # the line comes as the model loads (in each worker too)
             try:

@@ -163,6 +163,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
     `workers` processes, to requests whose Host is a loopback name, `host` itself or one
     of `allow_hosts`; with `feedback_db` (a file name or postgresql:// URL), collect
     corrections there. A Keras model runs through `engine` (litert.ENGINES)."""
+    from ..classifiers import TFLiteClassifier
     from ..predict import load_predictor
     from .app import create_app
     from .feedback_api import with_feedback
@@ -185,8 +186,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, access_log: bool = T
         raise
     sock.listen(2048)  # from here connections wait for uvicorn instead of being refused
     processes = f" from {workers} worker processes" if workers > 1 else ""
-    print(f"Serving {predictor.classifier.name} at {url_of(sock)}/{processes} (API docs at /docs); "
-          "Ctrl-C stops.", flush=True)
+    runtime = "LiteRT" if isinstance(predictor.classifier, TFLiteClassifier) else "TensorFlow"
+    print(f"Serving {predictor.classifier.name} (run by {runtime}) at {url_of(sock)}/{processes} "
+          "(API docs at /docs); Ctrl-C stops.", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"Note: {host} makes the server reachable from other machines; "
               "it has no authentication.", flush=True)
