@@ -50,10 +50,9 @@ def load_classifier(path: str | Path, engine: str = "tensorflow") -> Classifier:
         return load_as_is(path)
     info = keras_info(keras_file)
     name = info.get("config", {}).get("model") or keras_file.stem
+    cached = converted_model(keras_file)
     try:
-        return TFLiteClassifier(converted_model(keras_file), info, name=name)
-    except ConversionError:
-        raise
+        return TFLiteClassifier(cached, info, name=name)
     except ModelFileError:  # a cached file damaged since it was written: convert it again
         return TFLiteClassifier(converted_model(keras_file, again=True), info, name=name)
 

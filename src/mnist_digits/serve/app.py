@@ -52,7 +52,7 @@ from ..predict import Answer, Failure, usable_cpus
 # How a request carries one image, shared with /api/read (read_api.py).
 from .bodies import IMAGE_BODY as _IMAGE_BODY
 from .bodies import PREDICT_BODY as _PREDICT_BODY
-from .bodies import image_data_url, media_type, read_single_image
+from .bodies import image_data_url, media_type, read_single_image, single_image_errors
 from .limits import CpuQueue, RequestLimits, SecurityHeaders
 from .read_api import read_router
 
@@ -163,10 +163,7 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
         return summary
 
     @app.post("/api/predict", summary="Read the digit in one image", openapi_extra=_PREDICT_BODY,
-              responses={400: {"description": "not a readable image, or malformed multipart"},
-                         413: {"description": "body over 4 MiB"},
-                         415: {"description": "neither multipart/form-data nor image/*"},
-                         422: {"description": "no digit found in the image"}})
+              responses=single_image_errors("no digit found in the image"))
     async def predict(request: Request):
         data = await read_single_image(request)
         return JSONResponse(await cpu_work.run(request, read_digit, predictor, data))

@@ -23,6 +23,15 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
+def single_image_errors(no_digit: str) -> dict:
+    """The error answers of a route taking one image as read_single_image reads it, for the
+    OpenAPI docs; `no_digit` says when it answers 422."""
+    return {400: {"description": "not a readable image, or malformed multipart"},
+            413: {"description": "body over 4 MiB"},
+            415: {"description": "neither multipart/form-data nor image/*"},
+            422: {"description": no_digit}}
+
+
 def image_data_url(prepared: np.ndarray) -> str:
     """The prepared 28x28 image as a PNG data URL the page can show."""
     return "data:image/png;base64," + base64.b64encode(preprocess.to_png(prepared)).decode("ascii")

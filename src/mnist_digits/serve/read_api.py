@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..read import read_number
-from .bodies import PREDICT_BODY, image_data_url, read_single_image
+from .bodies import PREDICT_BODY, image_data_url, read_single_image, single_image_errors
 from .limits import CpuQueue
 
 
@@ -35,10 +35,7 @@ def read_router(predictor, cpu_work: CpuQueue) -> APIRouter:
 
     @router.post("/api/read", summary="Read the number in one image: its digits, boxes and confidences",
                  openapi_extra=PREDICT_BODY,
-                 responses={400: {"description": "not a readable image, or malformed multipart"},
-                            413: {"description": "body over 4 MiB"},
-                            415: {"description": "neither multipart/form-data nor image/*"},
-                            422: {"description": "no digits found, or far more marks than a number"}})
+                 responses=single_image_errors("no digits found, or far more marks than a number"))
     async def read(request: Request):
         data = await read_single_image(request)
         return JSONResponse(await cpu_work.run(request, read_json, predictor, data))
