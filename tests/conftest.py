@@ -11,6 +11,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the command does (tensorflow_import.py)
+# Commands the tests spawn run in other folders: a relative MNIST_DIGITS_DATA
+# (../shared/mnist) must name the same folder there.
+if os.environ.get("MNIST_DIGITS_DATA"):
+    os.environ["MNIST_DIGITS_DATA"] = os.path.abspath(os.environ["MNIST_DIGITS_DATA"])
 
 # Fuzzing (hypothesis) of the IDX and batch readers: a short seeded run in the suite, so CI
 # is repeatable; a long random one with MNIST_DIGITS_FUZZ_EXAMPLES (benchmarks/fuzz_inputs.py).
