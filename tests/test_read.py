@@ -201,6 +201,18 @@ def test_a_one_touching_its_neighbour_is_split_off(predictor, test_digits):
     assert right >= 26, f"{right} of {len(numbers)} read right"
 
 
+def test_two_touching_digits_in_a_long_group_are_not_read_as_one(predictor, test_digits):
+    """4-digit numbers whose digits overlap by 3 px are one group several digits wide: there a
+    piece as wide as two digits costs more, so a pair the model reads confidently as one
+    digit is still cut (with mlp: 24 of 120 read one digit short; 32 with the width cost of
+    a single digit's group)."""
+    images, labels = test_digits
+    rng = np.random.default_rng(10)
+    numbers = [compose_number(images, labels, rng, 4, -3, "canvas") for _ in range(120)]
+    short = sum(len(read_number(number.image, predictor).text) < 4 for number in numbers)
+    assert short <= 28, f"{short} of {len(numbers)} read one digit short or more"
+
+
 def test_a_wide_digit_is_not_cut_into_a_digit_and_a_sliver(predictor, test_digits):
     """300 test digits stretched to 1.4 times their width, each alone: a cut through several
     strokes, or one leaving a piece much shorter than the digit, costs more (with mlp: 4 are
