@@ -37,6 +37,7 @@ WORKER_MODEL_VARIABLE = "MNIST_DIGITS_SERVE_MODEL"
 WORKER_HOSTS_VARIABLE = "MNIST_DIGITS_SERVE_HOSTS"
 WORKER_FEEDBACK_VARIABLE = "MNIST_DIGITS_SERVE_FEEDBACK_DB"
 WORKER_ENGINE_VARIABLE = "MNIST_DIGITS_SERVE_ENGINE"
+WORKER_THREADS_VARIABLE = "MNIST_DIGITS_SERVE_THREADS"
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
@@ -153,7 +154,8 @@ def worker_app():
 
     use_one_thread_per_model_call()
     predictor = Predictor.from_path(os.environ[WORKER_MODEL_VARIABLE], os.environ[WORKER_ENGINE_VARIABLE])
-    app = create_app(predictor, allowed_hosts=json.loads(os.environ[WORKER_HOSTS_VARIABLE]))
+    app = create_app(predictor, allowed_hosts=json.loads(os.environ[WORKER_HOSTS_VARIABLE]),
+                     threads=int(os.environ[WORKER_THREADS_VARIABLE]))
     if os.environ.get(WORKER_FEEDBACK_VARIABLE):
         from ..feedback import open_store
 
@@ -168,10 +170,14 @@ def run_workers(model, engine: str, sock: socket.socket, workers: int, access_lo
     it has. uvicorn's supervisor spawns them and replaces any that die."""
     from uvicorn.supervisors import Multiprocess
 
+    from ..predict import usable_cpus
+
     os.environ[WORKER_MODEL_VARIABLE] = os.path.abspath(model)
     os.environ[WORKER_ENGINE_VARIABLE] = engine
     os.environ[WORKER_HOSTS_VARIABLE] = json.dumps(hosts)
     os.environ[WORKER_FEEDBACK_VARIABLE] = feedback_db or ""
+    # The cores shared out: with one each (the default), page drawings skip the thread hand-off.
+    os.environ[WORKER_THREADS_VARIABLE] = str(max(1, usable_cpus() // workers))
     # Loading TensorFlow on a busy machine can keep a new worker from answering the
     # supervisor's pings for several seconds.
     config = server_config(f"{__name__}:worker_app", access_log, factory=True, workers=workers,
