@@ -204,8 +204,8 @@ def test_a_one_touching_its_neighbour_is_split_off(predictor, test_digits):
 def test_two_touching_digits_in_a_long_group_are_not_read_as_one(predictor, test_digits):
     """4-digit numbers whose digits overlap by 3 px are one group several digits wide: there a
     piece as wide as two digits costs more, so a pair the model reads confidently as one
-    digit is still cut (with mlp: 24 of 120 read one digit short; 32 with the width cost of
-    a single digit's group)."""
+    digit is still cut (with mlp: 24 of 120 read one digit short; 32 with the old cost, 1.0
+    per line height beyond 0.7)."""
     images, labels = test_digits
     rng = np.random.default_rng(10)
     numbers = [compose_number(images, labels, rng, 4, -3, "canvas") for _ in range(120)]
