@@ -102,6 +102,9 @@ CROSSING_PENALTY = 0.5
 # a 2, the diagonal of an 8, read as a 1) is not.
 SHORT_PIECE = 0.7
 SHORT_PENALTY = 1.0
+# A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
+# a bound on the best split's score is loosened by this much (see _read_pieces).
+SCORE_ROUNDING = 1e-4
 # Number of alternatives reported per digit.
 ALTERNATIVES = 2
 
@@ -249,7 +252,9 @@ class _Piece:
     end: int
     box: _Box    # strong ink, in working pixels
     crossed: int  # strokes the cut at its left crosses (0 at the group's left end)
-    prepared: np.ndarray
+    flat: np.ndarray = field(repr=False)  # its ink and strong ink, cut out, for prepare_piece
+    mask: np.ndarray = field(repr=False)
+    prepared: np.ndarray | None = field(default=None, repr=False)  # once prepared (_read_pieces)
 
 
 def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
@@ -263,7 +268,7 @@ def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
 
 def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float) -> list[_Piece]:
     """Every candidate digit of one group: the whole group, and when it is wide, each span
-    between two candidate cuts, prepared like an MNIST digit."""
+    between two candidate cuts, cut out (not prepared yet: see _read_pieces)."""
     if box.width < SPLIT_FROM * height:
         positions = [0, box.width]
     else:
@@ -299,11 +304,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
             if end < len(positions) - 1:
                 piece_flat[:, cut_right:] = 0.0
             strong_box = _Box(box.y0 + top, box.y0 + bottom, box.x0 + left + first, box.x0 + left + last)
-            try:
-                prepared = prepare_piece(piece_flat, mask)
-            except NoDigitFound:  # nothing left at 20 px: not a digit
-                continue
-            pieces.append(_Piece(group, start, end, strong_box, crossed[start], prepared))
+            pieces.append(_Piece(group, start, end, strong_box, crossed[start], piece_flat, mask))
     return pieces
 
 
@@ -326,18 +327,13 @@ def _best_split(pieces: list[_Piece], scores: np.ndarray, height: float) -> list
     by_end: dict[int, list[int]] = {}
     for index, piece in enumerate(pieces):
         by_end.setdefault(piece.end, []).append(index)
-    several = max(p.box.x1 for p in pieces) - min(p.box.x0 for p in pieces) >= SEVERAL * height
-    split_penalty, wide = (SEVERAL_SPLIT_PENALTY, SEVERAL_WIDE) if several else (SPLIT_PENALTY, WIDE)
+    costs = _piece_costs(pieces, height)
     for end in range(1, ends + 1):
         for index in by_end.get(end, []):
             piece = pieces[index]
             if best[piece.start] == -math.inf:
                 continue
-            excess = max(0.0, piece.box.width / height - wide)
-            cost = split_penalty + WIDE_PENALTY * excess + CROSSING_PENALTY * max(piece.crossed - 1, 0)
-            if piece.box.height < SHORT_PIECE * height and (piece.start, piece.end) != (0, ends):
-                cost += SHORT_PENALTY
-            score = best[piece.start] + scores[index] - cost
+            score = best[piece.start] + scores[index] - costs[index]
             if score > best[end]:
                 best[end], chosen[end] = score, index
     path, end = [], ends
@@ -348,6 +344,105 @@ def _best_split(pieces: list[_Piece], scores: np.ndarray, height: float) -> list
         path.append(index)
         end = pieces[index].start
     return path[::-1]
+
+
+def _piece_costs(pieces: list[_Piece], height: float) -> list[float]:
+    """What each piece of one group costs in _best_split, whatever the model reads: the split,
+    width, crossing and short-piece penalties."""
+    ends = max(piece.end for piece in pieces)
+    several = max(p.box.x1 for p in pieces) - min(p.box.x0 for p in pieces) >= SEVERAL * height
+    split_penalty, wide = (SEVERAL_SPLIT_PENALTY, SEVERAL_WIDE) if several else (SPLIT_PENALTY, WIDE)
+    costs = []
+    for piece in pieces:
+        excess = max(0.0, piece.box.width / height - wide)
+        cost = split_penalty + WIDE_PENALTY * excess + CROSSING_PENALTY * max(piece.crossed - 1, 0)
+        if piece.box.height < SHORT_PIECE * height and (piece.start, piece.end) != (0, ends):
+            cost += SHORT_PENALTY
+        costs.append(cost)
+    return costs
+
+
+def _cheapest_tilings(pieces: list[_Piece], costs: list[float]) -> tuple[list[float], list[float], list[int]]:
+    """By the costs alone (as if the model read every piece with certainty): the cheapest way
+    from the group's left end to each cut position, from each to its right end, and the
+    cheapest tiling of the whole group (piece indices; empty when there is none)."""
+    ends = max(piece.end for piece in pieces)
+    before, after = [0.0] + [math.inf] * ends, [math.inf] * ends + [0.0]
+    chosen: list[int | None] = [None] * (ends + 1)
+    for index in sorted(range(len(pieces)), key=lambda i: pieces[i].end):
+        piece = pieces[index]
+        if before[piece.start] + costs[index] < before[piece.end]:
+            before[piece.end], chosen[piece.end] = before[piece.start] + costs[index], index
+    for index in sorted(range(len(pieces)), key=lambda i: -pieces[i].start):
+        piece = pieces[index]
+        after[piece.start] = min(after[piece.start], costs[index] + after[piece.end])
+    tiling, end = [], ends
+    while end > 0 and chosen[end] is not None:
+        tiling.append(chosen[end])
+        end = pieces[chosen[end]].start
+    return before, after, tiling[::-1] if end == 0 else []
+
+
+def _prepare(pieces: list[_Piece]) -> list[_Piece]:
+    """The pieces prepared like MNIST digits, without those that vanish at 20 px."""
+    prepared = []
+    for piece in pieces:
+        try:
+            piece.prepared = prepare_piece(piece.flat, piece.mask)
+        except NoDigitFound:  # nothing left at 20 px: not a digit
+            continue
+        prepared.append(piece)
+    return prepared
+
+
+def _read_pieces(candidates: list[_Piece], line_height: dict[int, float],
+                 predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
+    """The candidate pieces _best_split could choose, prepared, and the model's probabilities
+    for them, in the candidates' order. Preparing a piece is most of read's time, and most
+    candidates of a wide group (three digits as one, say) cost more in penalties alone than
+    a good split scores: so each group's cheapest tiling by the costs alone is prepared and
+    read first, and a candidate is prepared only if, read with certainty, with the cheapest
+    pieces around it, it could still beat that tiling's score. The best split is the same."""
+    by_group: dict[int, list[int]] = {}
+    for index, piece in enumerate(candidates):
+        by_group.setdefault(piece.group, []).append(index)
+    first: list[int] = []
+    bounds = {}  # group -> (its pieces, their costs and cheapest tilings around each cut)
+    for group, indices in by_group.items():
+        pieces = [candidates[i] for i in indices]
+        costs = _piece_costs(pieces, line_height[group])
+        before, after, tiling = _cheapest_tilings(pieces, costs)
+        if len(pieces) > 1 and tiling:
+            bounds[group] = (indices, costs, before, after, tiling)
+            first.extend(indices[i] for i in tiling)
+        else:
+            first.extend(indices)
+    read_first = _prepare([candidates[i] for i in first])
+    probabilities = _probabilities(predictor, read_first)
+    rows = dict(zip(map(id, read_first), probabilities))  # piece -> its probabilities
+    score_of = dict(zip(map(id, read_first), np.log(np.maximum(probabilities.max(axis=1), 1e-12))))
+    second: list[_Piece] = []
+    for group, (indices, costs, before, after, tiling) in bounds.items():
+        tiling_pieces = [candidates[indices[i]] for i in tiling]
+        if not all(id(piece) in rows for piece in tiling_pieces):  # one vanished: no bound
+            reached = -math.inf
+        else:
+            reached = sum(score_of[id(candidates[indices[i]])] - costs[i] for i in tiling)
+        for position, index in enumerate(indices):
+            piece = candidates[index]
+            ceiling = -(before[piece.start] + costs[position] + after[piece.end])
+            if position not in tiling and ceiling >= reached - SCORE_ROUNDING:
+                second.append(piece)
+    second = _prepare(second)
+    rows.update(zip(map(id, second), _probabilities(predictor, second)))
+    kept = [piece for piece in candidates if id(piece) in rows]
+    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+
+
+def _probabilities(predictor: Predictor, pieces: list[_Piece]) -> np.ndarray:
+    if not pieces:
+        return np.zeros((0, 10), dtype=np.float32)
+    return predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -400,9 +495,9 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             box = boxes[g]
             group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
             pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
+    pieces, probabilities = _read_pieces(pieces, line_height, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    probabilities = predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
     scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
 
     text_lines, digits = [], []
