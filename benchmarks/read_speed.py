@@ -4,7 +4,7 @@ times: the same answers, and how much faster.
 
     git archive main src | tar -x -C /tmp/main      # the baseline's sources
     PYTHONPATH=src:tests .venv/bin/python benchmarks/read_speed.py /tmp/main/src MODEL... \
-        [--count 100] [--rounds 5] [--seed 0]
+        [--count 100] [--rounds 5] [--seed 0] [--engine litert]
 
 MODEL: run folders or exports (an mlp: a Keras run and its TFLite export show the
 preparation's cost with and without TensorFlow's per-call overhead). The baseline's
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from mnist_digits import predict, read
-from mnist_digits.classifiers import load_classifier
 from mnist_digits.data import load_mnist
 from mnist_digits.errors import InputImageError
+from mnist_digits.litert import ENGINES, load_classifier
 from read_numbers import compose
 
 KINDS = [("apart", "canvas"), ("apart", "photo"), ("touching", "canvas"), ("touching", "photo")]
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="numbers per kind (default: 100)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per version (default: 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=ENGINES, default="tensorflow",
+                        help="what runs a Keras model (default: tensorflow; litert as read and serve do)")
     args = parser.parse_args()
     base_read, base_predict = import_baseline(args.baseline)
     images, labels = load_mnist().split("test")
@@ -72,7 +74,7 @@ def main() -> None:
     numbers = [[number.image for number in compose(images, labels, args.count, args.seed + 100 + index, 4, *kind)]
                for index, kind in enumerate(KINDS)]
     for model in args.models:
-        classifier = load_classifier(model)
+        classifier = load_classifier(model, args.engine)
         versions = {"baseline": (base_read, base_predict.Predictor(classifier)),
                     "this checkout": (read, predict.Predictor(classifier))}
         (base_reader, base_predictor), (this_reader, this_predictor) = versions.values()

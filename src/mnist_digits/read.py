@@ -418,7 +418,7 @@ def _read_pieces(candidates: list[_Piece], line_height: dict[int, float],
         else:
             first.extend(indices)
     read_first = _prepare([candidates[i] for i in first])
-    probabilities = _probabilities(predictor, read_first)
+    probabilities = predictor.probabilities([piece.prepared for piece in read_first])
     rows = dict(zip(map(id, read_first), probabilities))  # piece -> its probabilities
     score_of = dict(zip(map(id, read_first), np.log(np.maximum(probabilities.max(axis=1), 1e-12))))
     second: list[_Piece] = []
@@ -434,15 +434,9 @@ def _read_pieces(candidates: list[_Piece], line_height: dict[int, float],
             if position not in tiling and ceiling >= reached - SCORE_ROUNDING:
                 second.append(piece)
     second = _prepare(second)
-    rows.update(zip(map(id, second), _probabilities(predictor, second)))
+    rows.update(zip(map(id, second), predictor.probabilities([piece.prepared for piece in second])))
     kept = [piece for piece in candidates if id(piece) in rows]
     return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
-
-
-def _probabilities(predictor: Predictor, pieces: list[_Piece]) -> np.ndarray:
-    if not pieces:
-        return np.zeros((0, 10), dtype=np.float32)
-    return predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -520,25 +514,38 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
 def _stretch_faint_marks(ink: Ink) -> Ink:
     """`ink` with each faint mark stretched to its own level (see FAINT_INK), and the strong
     ink that makes visible added to the mask where the mark has strong ink already."""
-    labels, count = ndimage.label(ink.flat > FAINT_INK, structure=np.ones((3, 3)))
-    if count == 0:
+    bounds = ink_bounds(ink.flat > FAINT_INK)
+    if bounds is None:
         return ink
+    # Worked out within the marks' bounding box only: nothing changes outside it.
+    top, bottom, left, right = bounds
+    box = (slice(top, bottom), slice(left, right))
+    flat, mask = ink.flat.copy(), ink.mask.copy()
+    flat[box], mask[box] = _stretched(ink.flat[box], ink.mask[box])
+    return replace(ink, flat=flat, mask=mask)
+
+
+def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_stretch_faint_marks of the ink `flat` and its strong ink `mask`."""
+    labels, count = ndimage.label(flat > FAINT_INK, structure=np.ones((3, 3)))
     inked = labels > 0
-    values, owners = ink.flat[inked], labels[inked]
+    values, owners = flat[inked], labels[inked]
     # Each mark's 99th percentile: its values sorted within the mark, taken at 99% of its size.
-    order = np.lexsort((values, owners))
+    # One sort of 64-bit keys, the mark above the value's bits (non-negative float32 values
+    # are in the order of their bits), is 2x faster than np.lexsort((values, owners)).
+    keys = np.sort((owners.astype(np.int64) << 32) | values.view(np.int32))
     sizes = np.bincount(owners, minlength=count + 1)[1:]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    levels = values[order][starts + (0.99 * (sizes - 1)).astype(np.intp)]
+    levels = (keys[starts + (0.99 * (sizes - 1)).astype(np.intp)] & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
     gain = np.ones(count + 1, dtype=np.float32)
     faint = (levels >= FAINTEST) & (levels < 1.0)
     gain[1:][faint] = 1.0 / levels[faint]
-    flat = np.minimum(ink.flat * gain[labels], 1.0)
+    stretched = np.minimum(flat * gain[labels], 1.0)
     # Only marks that find_ink kept (not specks, not a photo's edge) gain strong ink.
     kept = np.zeros(count + 1, dtype=bool)
-    kept[np.unique(labels[ink.mask])] = True
+    kept[labels[mask]] = True
     kept[0] = False
-    return replace(ink, flat=flat, mask=ink.mask | ((flat > STRONG_INK) & kept[labels]))
+    return stretched, mask | ((stretched > STRONG_INK) & kept[labels])
 
 
 def _too_many(count: int) -> TooManyMarks:
