@@ -266,10 +266,11 @@ def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
     return np.pad(inside, ((max(-y0, 0), max(y1 - height, 0)), (max(-x0, 0), max(x1 - width, 0))))
 
 
-def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float) -> list[_Piece]:
-    """Every candidate digit of one group: the whole group, and when it is wide, each span
-    between two candidate cuts, cut out (not prepared yet: see _read_pieces)."""
-    if box.width < SPLIT_FROM * height:
+def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float,
+            split: bool = True) -> list[_Piece]:
+    """Every candidate digit of one group: the whole group, and when it is wide (and `split`),
+    each span between two candidate cuts, cut out (not prepared yet: see _read_pieces)."""
+    if not split or box.width < SPLIT_FROM * height:
         positions = [0, box.width]
     else:
         positions = [0, *_cuts(group_mask, height), box.width]
@@ -383,60 +384,86 @@ def _cheapest_tilings(pieces: list[_Piece], costs: list[float]) -> tuple[list[fl
     return before, after, tiling[::-1] if end == 0 else []
 
 
-def _prepare(pieces: list[_Piece]) -> list[_Piece]:
-    """The pieces prepared like MNIST digits, without those that vanish at 20 px."""
+@dataclass
+class _Group:
+    """A group of marks to read: its index, strong-ink mask, box and line height."""
+
+    index: int
+    mask: np.ndarray
+    box: _Box
+    height: float
+
+
+def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
+    """The candidate pieces of each group that _best_split could choose, prepared, and the
+    model's probabilities for them, in the groups' order: the best split is the one it
+    would choose among all candidates, but preparing a piece is most of read's time, so
+    pieces that cannot be chosen are left out before they are prepared, in three rounds of
+    one batched model call each:
+      1. every group whole. A group read as one digit with a score (log confidence less its
+         costs) above what any split of it into two pieces or more can reach (each piece
+         costs at least a split penalty) is one digit: its cuts are not even looked for.
+      2. for the others, their cheapest tiling by the costs alone (as if the model read every
+         piece with certainty): its score is one the best split reaches at least.
+      3. the candidates that, read with certainty, with the cheapest pieces around them,
+         could still beat that score."""
+    rows: dict[int, np.ndarray] = {}  # id(piece) -> its probabilities, once read
+    wholes = [_pieces(flat, group.mask, group.box, group.index, group.height, split=False)[0] for group in groups]
+    _prepare_and_read(wholes, rows, predictor)
+    candidates: list[list[_Piece]] = []
+    bounds = []  # (pieces, their costs, cheapest tiling) of the groups to split
+    for group, whole in zip(groups, wholes):
+        if id(whole) in rows and _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] \
+                > -2 * min(SPLIT_PENALTY, SEVERAL_SPLIT_PENALTY) + SCORE_ROUNDING:
+            candidates.append([whole])
+            continue
+        pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
+        _reuse_whole(pieces, whole, rows)
+        candidates.append(pieces)
+        costs = _piece_costs(pieces, group.height)
+        bounds.append((pieces, costs, _cheapest_tilings(pieces, costs)))
+    _prepare_and_read([pieces[i] for pieces, _, (_, _, tiling) in bounds for i in tiling], rows, predictor)
+    rest = []
+    for pieces, costs, (before, after, tiling) in bounds:
+        if tiling and all(id(pieces[i]) in rows for i in tiling):
+            reached = sum(_score(rows[id(pieces[i])]) - costs[i] for i in tiling)
+        else:  # no tiling, or a piece of it vanished: no bound
+            reached = -math.inf
+        rest.extend(piece for piece, cost in zip(pieces, costs)
+                    if -(before[piece.start] + cost + after[piece.end]) >= reached - SCORE_ROUNDING)
+    _prepare_and_read(rest, rows, predictor)
+    kept = [piece for pieces in candidates for piece in pieces if id(piece) in rows]
+    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+
+
+def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray]) -> None:
+    """Give the piece of `pieces` that spans the whole group (when there is one: at most
+    MAX_SPAN cut intervals) what was prepared and read for `whole`: the same ink."""
+    last = max(piece.end for piece in pieces)
+    for piece in pieces:
+        if (piece.start, piece.end) == (0, last) and id(whole) in rows:
+            piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
+
+
+def _score(probabilities: np.ndarray) -> float:
+    """A piece's score in _best_split, before its costs: the log of the model's confidence."""
+    return float(np.log(max(probabilities.max(), 1e-12)))
+
+
+def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
+    """Prepare the pieces not read yet like MNIST digits and read them in one model call;
+    their probabilities go to `rows` (by id). Pieces that vanish at 20 px are left out."""
     prepared = []
     for piece in pieces:
+        if piece.prepared is not None:
+            continue
         try:
             piece.prepared = prepare_piece(piece.flat, piece.mask)
         except NoDigitFound:  # nothing left at 20 px: not a digit
             continue
         prepared.append(piece)
-    return prepared
-
-
-def _read_pieces(candidates: list[_Piece], line_height: dict[int, float],
-                 predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
-    """The candidate pieces _best_split could choose, prepared, and the model's probabilities
-    for them, in the candidates' order. Preparing a piece is most of read's time, and most
-    candidates of a wide group (three digits as one, say) cost more in penalties alone than
-    a good split scores: so each group's cheapest tiling by the costs alone is prepared and
-    read first, and a candidate is prepared only if, read with certainty, with the cheapest
-    pieces around it, it could still beat that tiling's score. The best split is the same."""
-    by_group: dict[int, list[int]] = {}
-    for index, piece in enumerate(candidates):
-        by_group.setdefault(piece.group, []).append(index)
-    first: list[int] = []
-    bounds = {}  # group -> (its pieces, their costs and cheapest tilings around each cut)
-    for group, indices in by_group.items():
-        pieces = [candidates[i] for i in indices]
-        costs = _piece_costs(pieces, line_height[group])
-        before, after, tiling = _cheapest_tilings(pieces, costs)
-        if len(pieces) > 1 and tiling:
-            bounds[group] = (indices, costs, before, after, tiling)
-            first.extend(indices[i] for i in tiling)
-        else:
-            first.extend(indices)
-    read_first = _prepare([candidates[i] for i in first])
-    probabilities = predictor.probabilities([piece.prepared for piece in read_first])
-    rows = dict(zip(map(id, read_first), probabilities))  # piece -> its probabilities
-    score_of = dict(zip(map(id, read_first), np.log(np.maximum(probabilities.max(axis=1), 1e-12))))
-    second: list[_Piece] = []
-    for group, (indices, costs, before, after, tiling) in bounds.items():
-        tiling_pieces = [candidates[indices[i]] for i in tiling]
-        if not all(id(piece) in rows for piece in tiling_pieces):  # one vanished: no bound
-            reached = -math.inf
-        else:
-            reached = sum(score_of[id(candidates[indices[i]])] - costs[i] for i in tiling)
-        for position, index in enumerate(indices):
-            piece = candidates[index]
-            ceiling = -(before[piece.start] + costs[position] + after[piece.end])
-            if position not in tiling and ceiling >= reached - SCORE_ROUNDING:
-                second.append(piece)
-    second = _prepare(second)
-    rows.update(zip(map(id, second), predictor.probabilities([piece.prepared for piece in second])))
-    kept = [piece for piece in candidates if id(piece) in rows]
-    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+    if prepared:
+        rows.update(zip(map(id, prepared), predictor.probabilities([piece.prepared for piece in prepared])))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -480,7 +507,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     for g, members in enumerate(groups):
         group_of_mark[np.array(members) + 1] = g + 1
 
-    pieces: list[_Piece] = []
+    groups_to_read: list[_Group] = []
     line_height: dict[int, float] = {}
     for line in lines:
         height = float(np.median([boxes[g].height for g in line]))
@@ -488,8 +515,8 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             line_height[g] = height
             box = boxes[g]
             group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
-            pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
-    pieces, probabilities = _read_pieces(pieces, line_height, predictor)
+            groups_to_read.append(_Group(g, group_mask, box, height))
+    pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
     scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
