@@ -297,11 +297,29 @@ def _judge_background(gray: np.ndarray, ink: np.ndarray, paper: float | None, ev
     return paper, not _one_ink(gray)
 
 
+def _level_histogram(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-bit levels that occur in an image and how many pixels hold each."""
+    counts = np.bincount(levels.ravel(), minlength=256)
+    present = np.flatnonzero(counts)
+    return present, counts[present]
+
+
+def _polarity_quantiles(gray: np.ndarray) -> list[float]:
+    """_quantiles(gray, POLARITY_QUANTILES), from the histogram when the image holds 8-bit
+    levels only (a JPEG photo, a PNG): the same numbers, ~3x faster than sorting the pixels
+    of a number's photo (not for small images: see _find_drawn_digit)."""
+    levels = None if max(gray.shape) <= SMALL_SIDE else _eight_bit_levels(gray)
+    if levels is None:
+        return _quantiles(gray, POLARITY_QUANTILES)
+    present, counts = _level_histogram(levels)
+    return _quantiles(present.astype(np.float32) / 255.0, POLARITY_QUANTILES, counts)
+
+
 def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None, bool]:
     """The image with bright ink, whether it was dark ink on light paper, the level of a
     perfectly even background (else None) and whether the image is a photo (see
     _polarity and _judge_background)."""
-    on_paper, paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
+    on_paper, paper, even = _polarity(_polarity_quantiles(gray), max(gray.shape) <= SMALL_SIDE, flip)
     ink = 1.0 - gray if on_paper else gray
     return (ink, on_paper, *_judge_background(gray, ink, paper, even))
 
@@ -421,9 +439,8 @@ def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
     levels = _eight_bit_levels(gray)
     if levels is None:
         return None
-    counts = np.bincount(levels.ravel(), minlength=256)
-    present = np.flatnonzero(counts)
-    grays, counts = present.astype(np.float32) / 255.0, counts[present]
+    present, counts = _level_histogram(levels)
+    grays = present.astype(np.float32) / 255.0
     on_paper, paper, even = _polarity(_quantiles(grays, POLARITY_QUANTILES, counts), small=False)
     if paper is None:  # the paper is not one exact level
         return None
