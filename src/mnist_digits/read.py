@@ -105,6 +105,8 @@ SHORT_PENALTY = 1.0
 # A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
 # a bound on the best split's score is loosened by this much (see _read_pieces).
 SCORE_ROUNDING = 1e-4
+# A split of a group into two pieces or more costs at least this (each piece a split penalty).
+LEAST_SPLIT_COST = 2 * min(SPLIT_PENALTY, SEVERAL_SPLIT_PENALTY)
 # Number of alternatives reported per digit.
 ALTERNATIVES = 2
 
@@ -400,25 +402,29 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     would choose among all candidates, but preparing a piece is most of read's time, so
     pieces that cannot be chosen are left out before they are prepared, in three rounds of
     one batched model call each:
-      1. every group whole. A group read as one digit with a score (log confidence less its
-         costs) above what any split of it into two pieces or more can reach (each piece
-         costs at least a split penalty) is one digit: its cuts are not even looked for.
+      1. every group whole that costs less than any split of it (two pieces or more, each
+         costing at least a split penalty). One read whole with a score (log confidence
+         less its costs) above what any split can reach is one digit: its cuts are not
+         even looked for.
       2. for the others, their cheapest tiling by the costs alone (as if the model read every
          piece with certainty): its score is one the best split reaches at least.
       3. the candidates that, read with certainty, with the cheapest pieces around them,
          could still beat that score."""
     rows: dict[int, np.ndarray] = {}  # id(piece) -> its probabilities, once read
-    wholes = [_pieces(flat, group.mask, group.box, group.index, group.height, split=False)[0] for group in groups]
-    _prepare_and_read(wholes, rows, predictor)
+    wholes = {group.index: _pieces(flat, group.mask, group.box, group.index, group.height, split=False)[0]
+              for group in groups if _whole_costs_less_than_a_split(group)}
+    _prepare_and_read(list(wholes.values()), rows, predictor)
     candidates: list[list[_Piece]] = []
     bounds = []  # (pieces, their costs, cheapest tiling) of the groups to split
-    for group, whole in zip(groups, wholes):
-        if id(whole) in rows and _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] \
-                > -2 * min(SPLIT_PENALTY, SEVERAL_SPLIT_PENALTY) + SCORE_ROUNDING:
+    for group in groups:
+        whole = wholes.get(group.index)
+        if whole is not None and id(whole) in rows and \
+                _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
             candidates.append([whole])
             continue
         pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
-        _reuse_whole(pieces, whole, rows)
+        if whole is not None:
+            _reuse_whole(pieces, whole, rows)
         candidates.append(pieces)
         costs = _piece_costs(pieces, group.height)
         bounds.append((pieces, costs, _cheapest_tilings(pieces, costs)))
@@ -434,6 +440,13 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     _prepare_and_read(rest, rows, predictor)
     kept = [piece for pieces in candidates for piece in pieces if id(piece) in rows]
     return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+
+
+def _whole_costs_less_than_a_split(group: _Group) -> bool:
+    """Whether the group read whole costs less than any split of it: only then can reading
+    it whole settle it (_read_pieces, step 1); a group wider than about 1.2 line heights cannot."""
+    whole = _Piece(group.index, 0, 1, group.box, 0, flat=group.mask, mask=group.mask)  # costs need no ink
+    return _piece_costs([whole], group.height)[0] < LEAST_SPLIT_COST - SCORE_ROUNDING
 
 
 def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray]) -> None:
