@@ -569,14 +569,7 @@ def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """_stretch_faint_marks of the ink `flat` and its strong ink `mask`."""
     labels, count = ndimage.label(flat > FAINT_INK, structure=np.ones((3, 3)))
     inked = labels > 0
-    values, owners = flat[inked], labels[inked]
-    # Each mark's 99th percentile: its values sorted within the mark, taken at 99% of its size.
-    # One sort of 64-bit keys, the mark above the value's bits (non-negative float32 values
-    # are in the order of their bits), is 2x faster than np.lexsort((values, owners)).
-    keys = np.sort((owners.astype(np.int64) << 32) | values.view(np.int32))
-    sizes = np.bincount(owners, minlength=count + 1)[1:]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    levels = (keys[starts + (0.99 * (sizes - 1)).astype(np.intp)] & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    levels = _mark_levels(flat[inked], labels[inked], count)
     gain = np.ones(count + 1, dtype=np.float32)
     faint = (levels >= FAINTEST) & (levels < 1.0)
     gain[1:][faint] = 1.0 / levels[faint]
@@ -586,6 +579,26 @@ def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     kept[labels[mask]] = True
     kept[0] = False
     return stretched, mask | ((stretched > STRONG_INK) & kept[labels])
+
+
+def _mark_levels(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Each mark's level: the 99th percentile of its `values` (ink on 0-1, float32), marks
+    numbered 1 to `count` in `owners`."""
+    sizes = np.bincount(owners, minlength=count + 1)[1:]
+    ranks = (0.99 * (sizes - 1)).astype(np.intp)  # in the mark's values, sorted
+    # A mark with more of its pixels at 1 (the most ink there is) than above that rank is at
+    # level 1: most are (find_ink stretched the darkest ink to 1). Only the others are sorted.
+    ones = np.bincount(owners[values >= 1.0], minlength=count + 1)[1:]
+    levels = np.ones(count, dtype=np.float32)
+    below_one = ones < sizes - ranks
+    if below_one.any():
+        chosen = below_one[owners - 1]
+        # One sort of 64-bit keys, the mark above the value's bits (non-negative float32
+        # values are in the order of their bits): 2x faster than np.lexsort((values, owners)).
+        keys = np.sort((owners[chosen].astype(np.int64) << 32) | values[chosen].view(np.int32))
+        starts = np.concatenate([[0], np.cumsum(sizes[below_one])[:-1]])
+        levels[below_one] = (keys[starts + ranks[below_one]] & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    return levels
 
 
 def _too_many(count: int) -> TooManyMarks:
