@@ -573,7 +573,7 @@ def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     gain = np.ones(count + 1, dtype=np.float32)
     faint = (levels >= FAINTEST) & (levels < 1.0)
     gain[1:][faint] = 1.0 / levels[faint]
-    stretched = np.minimum(flat * gain[labels], 1.0)
+    stretched = np.minimum(flat * gain[labels], 1.0) if faint.any() else flat  # flat is at most 1
     # Only marks that find_ink kept (not specks, not a photo's edge) gain strong ink.
     kept = np.zeros(count + 1, dtype=bool)
     kept[labels[mask]] = True
