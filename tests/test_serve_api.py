@@ -26,6 +26,7 @@ from PIL import Image
 from mnist_digits import cli
 from mnist_digits.predict import Predictor
 from mnist_digits.serve import MAX_BATCH, MAX_BODY_BYTES, create_app, running
+from mnist_digits.serve.limits import CpuQueue
 
 STATIC = Path(cli.__file__).parent / "serve" / "static"
 LOCAL = "http://localhost"  # the test client's address: a Host the app answers by default
@@ -120,6 +121,32 @@ def test_a_drawn_digit_gets_the_digit_confidence_probabilities_and_the_image_the
         assert seen.shape == (28, 28) and seen.max() > 200 and seen[0].max() == 0  # white ink on black
         right += answer["digit"] == label
     assert right >= 38, f"only {right} of 40 MNIST test digits read right through the API"
+
+
+def test_with_one_thread_drawings_are_answered_on_the_event_loop_alike_and_photos_still_queued(
+        predictor, client, digits, monkeypatch):
+    """One core per process (serve's default): a drawing skips the hand-off to a worker
+    thread (cheaper), with the same answer; a large photo still waits its turn in the queue,
+    so that it never holds up other requests."""
+    queued = []
+    run = CpuQueue.run
+
+    async def counting_run(self, request, function, *args, **kwargs):
+        queued.append(function.__name__)
+        return await run(self, request, function, *args, **kwargs)
+
+    monkeypatch.setattr(CpuQueue, "run", counting_run)
+    photo = Image.fromarray(np.kron(255 - digits[0][5], np.ones((40, 40), np.uint8)))  # 1120x1120
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG")
+    with TestClient(create_app(predictor, threads=1), base_url=LOCAL) as one_thread:
+        for image in digits[0][:5]:
+            drawing = {"content": canvas_png(image), "headers": {"Content-Type": "image/png"}}
+            assert one_thread.post("/api/predict", **drawing).json() == client.post("/api/predict", **drawing).json()
+        assert queued == ["read_digit"] * 5  # only the two-thread app's
+        answer = one_thread.post("/api/predict", content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200 and answer.json()["digit"] == digits[1][5]
+    assert queued == ["read_digit"] * 6
 
 
 def test_an_upload_as_multipart_file_gets_the_same_answer_as_a_raw_body(client, digits):

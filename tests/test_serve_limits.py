@@ -125,6 +125,25 @@ def test_half_sent_headers_are_timed_out_and_cannot_starve_health(app, monkeypat
             sock.close()
 
 
+def test_oversized_headers_are_refused_and_the_connection_closed(server_url):
+    """httptools sets no limit of its own: without one, a client could make the server
+    hold megabytes of header per connection."""
+    host, port = server_url[7:].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+            for _ in range(64):  # 1 MiB of headers, 16 KiB at a time, then the end of them
+                sock.sendall(b"X-Padding: " + b"a" * (16 * 1024) + b"\r\n")
+            sock.sendall(b"\r\n")
+            answer = b"".join(iter(lambda: sock.recv(4096), b""))  # until it closes
+        except ConnectionError:  # closed by the server while we were still sending
+            answer = b""
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    ordinary = httpx.get(server_url + "/api/health", headers={"X-Padding": "a" * 8000}, timeout=5)
+    assert ordinary.status_code == 200
+
+
 # --- CPU: a bounded queue, no work for clients that left, a pixel budget per request ----
 
 

@@ -25,7 +25,8 @@ except a Host header outside `allowed_hosts`: Starlette's plain-text 400 "Invali
 Preparation and prediction are predict.Predictor's, shared with `mnist-digits predict`: one
 model instance, its traced call, calls one at a time under its lock. Each request is decoded,
 prepared and predicted in a worker thread, off the event loop, at most one per usable core
-(limits.CpuQueue); a batch decodes at most REQUEST_PIXELS. The limits are in limits.py.
+(limits.CpuQueue) -- except a small image in a process with one core of its own, prepared on
+the loop (INLINE_BYTES); a batch decodes at most REQUEST_PIXELS. The limits are in limits.py.
 
 No micro-batching: under load (16 clients) over 80% of model calls would hold one image
 anyway, since preparing an image (1.5 to 4 ms for the page's 140x140 drawing) costs far more
@@ -46,7 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, preprocess
-from ..decode import PixelBudget
+from ..decode import PixelBudget, open_image
 from ..errors import InputImageError, NoDigitFound, TooManyMarks
 from ..predict import Answer, Failure, usable_cpus
 # How a request carries one image, shared with /api/read (read_api.py).
@@ -60,6 +61,13 @@ MAX_BATCH = 64
 # Pixels one request may have decoded in all (a batch of 64 drawings is ~5 million):
 # past it, the rest of a batch is refused unread, so no request costs seconds of CPU.
 REQUEST_PIXELS = 32_000_000
+# An image this small (the page's drawing: 140x140 px, a few KiB) is prepared on the event
+# loop when the process has one core to itself: handing it to a worker thread cost more
+# CPU than the hand-off saved (server CPU per drawing 2.7 ms through a thread, 2.0 ms on
+# the loop; serve_load.py, --workers 2). Larger ones go to the worker threads, so that a
+# photo never holds up the requests behind it.
+INLINE_BYTES = 64 * 1024
+INLINE_PIXELS = 512 * 512
 # The Host names a browser may reach the server by (DNS rebinding sends others).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -91,6 +99,18 @@ def image_error_status(error: InputImageError) -> int:
 def read_digit(predictor, data: bytes) -> dict:
     """Image bytes -> the answer JSON (a bad image raises InputImageError: see image_error_status)."""
     return answer_json(predictor.predict_image(data))
+
+
+def is_small_image(data: bytes) -> bool:
+    """Whether `data` is cheap to prepare: at most INLINE_BYTES holding at most INLINE_PIXELS
+    (from the header; bytes that are no image are refused as fast)."""
+    if len(data) > INLINE_BYTES:
+        return False
+    try:
+        width, height = open_image(data).size
+    except InputImageError:
+        return True
+    return width * height <= INLINE_PIXELS
 
 
 def read_digits(predictor, items: list[bytes], budget: PixelBudget) -> list[dict]:
@@ -125,9 +145,12 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
+def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS, threads: int | None = None) -> FastAPI:
     """The app serving `predictor` (a predict.Predictor: one model instance, traced call)
-    to requests whose Host is one of `allowed_hosts` (loopback names by default)."""
+    to requests whose Host is one of `allowed_hosts` (loopback names by default), preparing
+    images in `threads` worker threads (default: one per usable core); with one, small
+    images are prepared on the event loop instead (INLINE_BYTES)."""
+    threads = threads or usable_cpus()
     # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the app,
     # not from a CDN, so the docs work offline too.
     app = FastAPIOffline(
@@ -135,7 +158,7 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
         summary="Read a handwritten digit: draw it on the page at /, or POST an image.",
         version=__version__,
     )
-    cpu_work = app.state.cpu_work = CpuQueue(workers=usable_cpus())  # feedback_api's too
+    cpu_work = app.state.cpu_work = CpuQueue(workers=threads)  # feedback_api's too
     summary = model_summary(predictor)
 
     @app.exception_handler(HTTPException)
@@ -166,6 +189,8 @@ def create_app(predictor, allowed_hosts=LOOPBACK_HOSTS) -> FastAPI:
               responses=single_image_errors("no digit found in the image"))
     async def predict(request: Request):
         data = await read_single_image(request)
+        if threads == 1 and is_small_image(data):
+            return JSONResponse(read_digit(predictor, data))
         return JSONResponse(await cpu_work.run(request, read_digit, predictor, data))
 
     @app.post("/api/predict/batch", summary=f"Read the digits in up to {MAX_BATCH} images",
