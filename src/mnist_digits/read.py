@@ -11,11 +11,13 @@ bottom) and left to right.
 A group wider than one digit may hold several that touch or overlap. It is split by
 recognition: candidate cuts are where its ink is thin (minima of the column ink profile) or
 where its outline dips between two digits (valleys of its top and bottom contours); every
-piece between two cuts is prepared like an MNIST digit (preprocess.prepare_piece) and all
-pieces of the image are read in one batched model call; dynamic programming then keeps the
-cuts whose pieces the model reads most confidently, with penalties for pieces much wider
-than a digit is, for cuts through more than one stroke and for pieces much shorter than the
-line. A digit lighter than the others is first stretched to its own ink level.
+piece between two cuts is a candidate digit, prepared like an MNIST digit
+(preprocess.prepare_piece); dynamic programming then keeps the cuts whose pieces the model
+reads most confidently, with penalties for pieces much wider than a digit is, for cuts
+through more than one stroke and for pieces much shorter than the line. Candidates that
+cannot be kept are left out before they are prepared (_read_pieces: a group read whole
+with confidence is not cut; the rest are read in at most three batched model calls per
+image). A digit lighter than the others is first stretched to its own ink level.
 """
 
 from __future__ import annotations
