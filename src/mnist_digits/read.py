@@ -417,7 +417,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
               for group in groups if _whole_costs_less_than_a_split(group)}
     _prepare_and_read(list(wholes.values()), rows, predictor)
     candidates: list[list[_Piece]] = []
-    bounds = []  # (pieces, their costs, cheapest tiling) of the groups to split
+    bounds = []  # (pieces, their costs, _cheapest_tilings) of the groups to split
     for group in groups:
         whole = wholes.get(group.index)
         if whole is not None and id(whole) in rows and \
@@ -441,7 +441,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
                     if -(before[piece.start] + cost + after[piece.end]) >= reached - SCORE_ROUNDING)
     _prepare_and_read(rest, rows, predictor)
     kept = [piece for pieces in candidates for piece in pieces if id(piece) in rows]
-    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+    return kept, np.array([rows[id(piece)] for piece in kept])
 
 
 def _whole_costs_less_than_a_split(group: _Group) -> bool:
