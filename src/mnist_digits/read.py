@@ -571,16 +571,19 @@ def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """_stretch_faint_marks of the ink `flat` and its strong ink `mask`."""
     labels, count = ndimage.label(flat > FAINT_INK, structure=np.ones((3, 3)))
     inked = labels > 0
-    levels = _mark_levels(flat[inked], labels[inked], count)
+    values, owners = flat[inked], labels[inked]  # only the marks' pixels change
+    levels = _mark_levels(values, owners, count)
     gain = np.ones(count + 1, dtype=np.float32)
     faint = (levels >= FAINTEST) & (levels < 1.0)
     gain[1:][faint] = 1.0 / levels[faint]
-    stretched = np.minimum(flat * gain[labels], 1.0) if faint.any() else flat  # flat is at most 1
+    values = np.minimum(values * gain[owners], 1.0)
     # Only marks that find_ink kept (not specks, not a photo's edge) gain strong ink.
     kept = np.zeros(count + 1, dtype=bool)
     kept[labels[mask]] = True
-    kept[0] = False
-    return stretched, mask | ((stretched > STRONG_INK) & kept[labels])
+    stretched, strong = flat.copy(), mask.copy()
+    stretched[inked] = values
+    strong[inked] |= (values > STRONG_INK) & kept[owners]
+    return stretched, strong
 
 
 def _mark_levels(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
