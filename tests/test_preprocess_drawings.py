@@ -90,10 +90,10 @@ def both_paths(data: bytes, monkeypatch) -> tuple[object, object, bool]:
     general_calls = []
     find_digit = preprocess._find_digit
 
-    def watched(gray, flip=False, speck_fraction=preprocess.SPECK_FRACTION):
+    def watched(gray, histogram, flip=False, speck_fraction=preprocess.SPECK_FRACTION):
         if not flip:  # a flipped second look follows either path, for a blob
             general_calls.append(gray.shape)
-        return find_digit(gray, flip, speck_fraction)
+        return find_digit(gray, histogram, flip, speck_fraction)
 
     with monkeypatch.context() as patch:
         patch.setattr(preprocess, "_find_digit", watched)

@@ -74,6 +74,8 @@ DARKEST_PAPER = 0.1
 SMALL_SIDE = 64
 # The background is estimated on a copy this small.
 BACKGROUND_SIDE = 48
+# binary_erosion's default structure, made once (making it is a third of a small erosion's time).
+FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
 # EXIF orientations whose upright image swaps width and height.
 TURNS_SIDEWAYS = (5, 6, 7, 8)
 # The quantiles that tell the ink's polarity and an even background (_polarity).
@@ -297,11 +299,35 @@ def _judge_background(gray: np.ndarray, ink: np.ndarray, paper: float | None, ev
     return paper, not _one_ink(gray)
 
 
-def _ink_bright(gray: np.ndarray, flip: bool = False) -> tuple[np.ndarray, bool, float | None, bool]:
+def _level_histogram(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For an image that holds 8-bit levels only (k/255, as _to_gray makes them: a JPEG
+    photo, a PNG, a drawing): its levels 0-255, the levels that occur and how many pixels
+    hold each. None for any other image, and for small ones: up to SMALL_SIDE px, sorting
+    the pixels costs no more (28x28: 0.09 ms against 0.12)."""
+    if max(gray.shape) <= SMALL_SIDE:
+        return None
+    levels = _eight_bit_levels(gray)
+    if levels is None:
+        return None
+    counts = np.bincount(levels.ravel(), minlength=256)
+    present = np.flatnonzero(counts)
+    return levels, present, counts[present]
+
+
+def _polarity_quantiles(gray: np.ndarray, histogram) -> list[float]:
+    """_quantiles(gray, POLARITY_QUANTILES), from the image's _level_histogram when it has
+    one: the same numbers, ~3x faster than sorting the pixels of a number's photo."""
+    if histogram is None:
+        return _quantiles(gray, POLARITY_QUANTILES)
+    _, present, counts = histogram
+    return _quantiles(present.astype(np.float32) / 255.0, POLARITY_QUANTILES, counts)
+
+
+def _ink_bright(gray: np.ndarray, histogram, flip: bool = False) -> tuple[np.ndarray, bool, float | None, bool]:
     """The image with bright ink, whether it was dark ink on light paper, the level of a
     perfectly even background (else None) and whether the image is a photo (see
-    _polarity and _judge_background)."""
-    on_paper, paper, even = _polarity(_quantiles(gray, POLARITY_QUANTILES), max(gray.shape) <= SMALL_SIDE, flip)
+    _polarity and _judge_background). `histogram`: the image's _level_histogram."""
+    on_paper, paper, even = _polarity(_polarity_quantiles(gray, histogram), max(gray.shape) <= SMALL_SIDE, flip)
     ink = 1.0 - gray if on_paper else gray
     return (ink, on_paper, *_judge_background(gray, ink, paper, even))
 
@@ -399,32 +425,28 @@ def _is_blob(mask: np.ndarray) -> bool:
     return box_area > BLOB_AREA * mask.size and mask.sum() > BLOB_FILL * box_area
 
 
-def _find_digit(gray: np.ndarray, flip: bool = False, speck_fraction: float = SPECK_FRACTION):
+def _find_digit(gray: np.ndarray, histogram, flip: bool = False, speck_fraction: float = SPECK_FRACTION):
     """(ink, flat, mask): the image with bright ink, with the background taken away and
-    the ink stretched to 0-1 (None if there is no ink), and the digit's strong ink."""
-    ink, on_paper, even, photo = _ink_bright(gray, flip)
+    the ink stretched to 0-1 (None if there is no ink), and the digit's strong ink.
+    `histogram`: the image's _level_histogram."""
+    ink, on_paper, even, photo = _ink_bright(gray, histogram, flip)
     flat = _normalise_ink(_remove_background(ink, on_paper, even), even is not None)
     mask = None if flat is None else _digit_mask(flat, photo, speck_fraction)
     return ink, flat, mask
 
 
-def _find_drawn_digit(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION):
+def _find_drawn_digit(gray: np.ndarray, histogram, speck_fraction: float = SPECK_FRACTION):
     """What _find_digit(gray) finds, bit for bit, found cheaply in a drawing: an 8-bit
-    image (`gray` holds levels k/255 only) that is at least half one exact level, the
+    image (with a _level_histogram, `histogram`) that is at least half one exact level, the
     paper, with nothing but strokes on it (no shade for the background estimate to take
     away). Then every step before the digit's mask is a function of a pixel's level
     alone: done once per level that occurs, quantiles taken from its histogram instead
-    of sorting pixels. None for any other image (the general path's), and for small ones:
-    up to SMALL_SIDE px, sorting the pixels costs no more (28x28: 0.09 ms against 0.12)."""
-    if max(gray.shape) <= SMALL_SIDE:
+    of sorting pixels. None for any other image (the general path's)."""
+    if histogram is None:
         return None
-    levels = _eight_bit_levels(gray)
-    if levels is None:
-        return None
-    counts = np.bincount(levels.ravel(), minlength=256)
-    present = np.flatnonzero(counts)
-    grays, counts = present.astype(np.float32) / 255.0, counts[present]
-    on_paper, paper, even = _polarity(_quantiles(grays, POLARITY_QUANTILES, counts), small=False)
+    levels, present, counts = histogram
+    grays = present.astype(np.float32) / 255.0
+    on_paper, paper, even = _polarity(_polarity_quantiles(gray, histogram), small=False)
     if paper is None:  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
@@ -453,9 +475,9 @@ def _stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: twice the area over the boundary length (the
     boundary: ink pixels with a 4-neighbour outside the ink)."""
     mask = ink > 0.5
-    inner = ndimage.binary_erosion(mask)  # outside the image counts as no ink
-    area = int(mask.sum())
-    return 2.0 * area / max(area - int(inner.sum()), 1)
+    inner = ndimage.binary_erosion(mask, FOUR_NEIGHBOURS)  # outside the image counts as no ink
+    area = np.count_nonzero(mask)
+    return 2.0 * area / max(area - np.count_nonzero(inner), 1)
 
 
 def _strong_extent(digit: np.ndarray) -> int:
@@ -564,10 +586,11 @@ def find_ink(source, steps: dict | None = None, speck_fraction: float = SPECK_FR
     gray, scale, size = _gray_from_source(source, budget)
     if steps is not None:
         steps["gray"] = gray
-    drawn = _find_drawn_digit(gray, speck_fraction) if DRAWING_PATH else None
-    ink, flat, mask = drawn or _find_digit(gray, speck_fraction=speck_fraction)
+    histogram = _level_histogram(gray)
+    drawn = _find_drawn_digit(gray, histogram, speck_fraction) if DRAWING_PATH else None
+    ink, flat, mask = drawn or _find_digit(gray, histogram, speck_fraction=speck_fraction)
     if mask is not None and _is_blob(mask):
-        flipped = _find_digit(gray, flip=True, speck_fraction=speck_fraction)
+        flipped = _find_digit(gray, histogram, flip=True, speck_fraction=speck_fraction)
         if flipped[2] is not None and not _is_blob(flipped[2]):
             ink, flat, mask = flipped
     if steps is not None:

@@ -11,11 +11,13 @@ bottom) and left to right.
 A group wider than one digit may hold several that touch or overlap. It is split by
 recognition: candidate cuts are where its ink is thin (minima of the column ink profile) or
 where its outline dips between two digits (valleys of its top and bottom contours); every
-piece between two cuts is prepared like an MNIST digit (preprocess.prepare_piece) and all
-pieces of the image are read in one batched model call; dynamic programming then keeps the
-cuts whose pieces the model reads most confidently, with penalties for pieces much wider
-than a digit is, for cuts through more than one stroke and for pieces much shorter than the
-line. A digit lighter than the others is first stretched to its own ink level.
+piece between two cuts is a candidate digit, prepared like an MNIST digit
+(preprocess.prepare_piece); dynamic programming then keeps the cuts whose pieces the model
+reads most confidently, with penalties for pieces much wider than a digit is, for cuts
+through more than one stroke and for pieces much shorter than the line. Candidates that
+cannot be kept are left out before they are prepared (_read_pieces: a group read whole
+with confidence is not cut; the rest are read in at most three batched model calls per
+image). A digit lighter than the others is first stretched to its own ink level.
 """
 
 from __future__ import annotations
@@ -110,6 +112,11 @@ CROSSING_PENALTY = 0.5
 # a 2, the diagonal of an 8, read as a 1) is not.
 SHORT_PIECE = 0.7
 SHORT_PENALTY = 1.0
+# A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
+# a bound on the best split's score is loosened by this much (see _read_pieces).
+SCORE_ROUNDING = 1e-4
+# A split of a group into two pieces or more costs at least this (each piece a split penalty).
+LEAST_SPLIT_COST = 2 * min(SPLIT_PENALTY, SEVERAL_SPLIT_PENALTY)
 # Number of alternatives reported per digit.
 ALTERNATIVES = 2
 
@@ -257,7 +264,9 @@ class _Piece:
     end: int
     box: _Box    # strong ink, in working pixels
     crossed: int  # strokes the cut at its left crosses (0 at the group's left end)
-    prepared: np.ndarray
+    flat: np.ndarray = field(repr=False)  # its ink and strong ink, cut out, for prepare_piece
+    mask: np.ndarray = field(repr=False)
+    prepared: np.ndarray | None = field(default=None, repr=False)  # once prepared (_read_pieces)
 
 
 def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
@@ -269,10 +278,11 @@ def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
     return np.pad(inside, ((max(-y0, 0), max(y1 - height, 0)), (max(-x0, 0), max(x1 - width, 0))))
 
 
-def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float) -> list[_Piece]:
-    """Every candidate digit of one group: the whole group, and when it is wide, each span
-    between two candidate cuts, prepared like an MNIST digit."""
-    if box.width < SPLIT_FROM * height:
+def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, height: float,
+            split: bool = True) -> list[_Piece]:
+    """Every candidate digit of one group: the whole group, and when it is wide (and `split`),
+    each span between two candidate cuts, cut out (not prepared yet: see _read_pieces)."""
+    if not split or box.width < SPLIT_FROM * height:
         positions = [0, box.width]
     else:
         positions = [0, *_cuts(group_mask, height), box.width]
@@ -307,11 +317,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
             if end < len(positions) - 1:
                 piece_flat[:, cut_right:] = 0.0
             strong_box = _Box(box.y0 + top, box.y0 + bottom, box.x0 + left + first, box.x0 + left + last)
-            try:
-                prepared = prepare_piece(piece_flat, mask)
-            except NoDigitFound:  # nothing left at 20 px: not a digit
-                continue
-            pieces.append(_Piece(group, start, end, strong_box, crossed[start], prepared))
+            pieces.append(_Piece(group, start, end, strong_box, crossed[start], piece_flat, mask))
     return pieces
 
 
@@ -334,19 +340,13 @@ def _best_split(pieces: list[_Piece], scores: np.ndarray, height: float) -> list
     by_end: dict[int, list[int]] = {}
     for index, piece in enumerate(pieces):
         by_end.setdefault(piece.end, []).append(index)
-    several = max(p.box.x1 for p in pieces) - min(p.box.x0 for p in pieces) >= SEVERAL * height
-    split_penalty, wide, wide_penalty = ((SEVERAL_SPLIT_PENALTY, SEVERAL_WIDE, SEVERAL_WIDE_PENALTY) if several
-                                         else (SPLIT_PENALTY, WIDE, WIDE_PENALTY))
+    costs = _piece_costs(pieces, height)
     for end in range(1, ends + 1):
         for index in by_end.get(end, []):
             piece = pieces[index]
             if best[piece.start] == -math.inf:
                 continue
-            excess = max(0.0, piece.box.width / height - wide)
-            cost = split_penalty + wide_penalty * excess + CROSSING_PENALTY * max(piece.crossed - 1, 0)
-            if piece.box.height < SHORT_PIECE * height and (piece.start, piece.end) != (0, ends):
-                cost += SHORT_PENALTY
-            score = best[piece.start] + scores[index] - cost
+            score = best[piece.start] + scores[index] - costs[index]
             if score > best[end]:
                 best[end], chosen[end] = score, index
     path, end = [], ends
@@ -357,6 +357,138 @@ def _best_split(pieces: list[_Piece], scores: np.ndarray, height: float) -> list
         path.append(index)
         end = pieces[index].start
     return path[::-1]
+
+
+def _piece_costs(pieces: list[_Piece], height: float) -> list[float]:
+    """What each piece of one group costs in _best_split, whatever the model reads: the split,
+    width, crossing and short-piece penalties (a lower split penalty, and a steeper width
+    penalty from a narrower width, for a group as wide as SEVERAL digits)."""
+    ends = max(piece.end for piece in pieces)
+    several = max(p.box.x1 for p in pieces) - min(p.box.x0 for p in pieces) >= SEVERAL * height
+    split_penalty, wide, wide_penalty = ((SEVERAL_SPLIT_PENALTY, SEVERAL_WIDE, SEVERAL_WIDE_PENALTY) if several
+                                         else (SPLIT_PENALTY, WIDE, WIDE_PENALTY))
+    costs = []
+    for piece in pieces:
+        excess = max(0.0, piece.box.width / height - wide)
+        cost = split_penalty + wide_penalty * excess + CROSSING_PENALTY * max(piece.crossed - 1, 0)
+        if piece.box.height < SHORT_PIECE * height and (piece.start, piece.end) != (0, ends):
+            cost += SHORT_PENALTY
+        costs.append(cost)
+    return costs
+
+
+def _cheapest_tilings(pieces: list[_Piece], costs: list[float]) -> tuple[list[float], list[float], list[int]]:
+    """By the costs alone (as if the model read every piece with certainty): the cheapest way
+    from the group's left end to each cut position, from each to its right end, and the
+    cheapest tiling of the whole group (piece indices; empty when there is none)."""
+    ends = max(piece.end for piece in pieces)
+    before, after = [0.0] + [math.inf] * ends, [math.inf] * ends + [0.0]
+    chosen: list[int | None] = [None] * (ends + 1)
+    for index in sorted(range(len(pieces)), key=lambda i: pieces[i].end):
+        piece = pieces[index]
+        if before[piece.start] + costs[index] < before[piece.end]:
+            before[piece.end], chosen[piece.end] = before[piece.start] + costs[index], index
+    for index in sorted(range(len(pieces)), key=lambda i: -pieces[i].start):
+        piece = pieces[index]
+        after[piece.start] = min(after[piece.start], costs[index] + after[piece.end])
+    tiling, end = [], ends
+    while end > 0 and chosen[end] is not None:
+        tiling.append(chosen[end])
+        end = pieces[chosen[end]].start
+    return before, after, tiling[::-1] if end == 0 else []
+
+
+@dataclass
+class _Group:
+    """A group of marks to read: its index, strong-ink mask, box and line height."""
+
+    index: int
+    mask: np.ndarray
+    box: _Box
+    height: float
+
+
+def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
+    """The candidate pieces of each group that _best_split could choose, prepared, and the
+    model's probabilities for them, in the groups' order: the best split is the one it
+    would choose among all candidates, but preparing a piece is most of read's time, so
+    pieces that cannot be chosen are left out before they are prepared, in three rounds of
+    one batched model call each:
+      1. every group whole that costs less than any split of it (two pieces or more, each
+         costing at least a split penalty). One read whole with a score (log confidence
+         less its costs) above what any split can reach is one digit: its cuts are not
+         even looked for.
+      2. for the others, their cheapest tiling by the costs alone (as if the model read every
+         piece with certainty): its score is one the best split reaches at least.
+      3. the candidates that, read with certainty, with the cheapest pieces around them,
+         could still beat that score."""
+    rows: dict[int, np.ndarray] = {}  # id(piece) -> its probabilities, once read
+    wholes = {group.index: _pieces(flat, group.mask, group.box, group.index, group.height, split=False)[0]
+              for group in groups if _whole_costs_less_than_a_split(group)}
+    _prepare_and_read(list(wholes.values()), rows, predictor)
+    candidates: list[list[_Piece]] = []
+    bounds = []  # (pieces, their costs, _cheapest_tilings) of the groups to split
+    for group in groups:
+        whole = wholes.get(group.index)
+        if whole is not None and id(whole) in rows and \
+                _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
+            candidates.append([whole])
+            continue
+        pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
+        if whole is not None:
+            _reuse_whole(pieces, whole, rows)
+        candidates.append(pieces)
+        costs = _piece_costs(pieces, group.height)
+        bounds.append((pieces, costs, _cheapest_tilings(pieces, costs)))
+    _prepare_and_read([pieces[i] for pieces, _, (_, _, tiling) in bounds for i in tiling], rows, predictor)
+    rest = []
+    for pieces, costs, (before, after, tiling) in bounds:
+        if tiling and all(id(pieces[i]) in rows for i in tiling):
+            reached = sum(_score(rows[id(pieces[i])]) - costs[i] for i in tiling)
+        else:  # no tiling, or a piece of it vanished: no bound
+            reached = -math.inf
+        rest.extend(piece for piece, cost in zip(pieces, costs)
+                    if -(before[piece.start] + cost + after[piece.end]) >= reached - SCORE_ROUNDING)
+    _prepare_and_read(rest, rows, predictor)
+    kept = [piece for pieces in candidates for piece in pieces if id(piece) in rows]
+    return kept, np.array([rows[id(piece)] for piece in kept])
+
+
+def _whole_costs_less_than_a_split(group: _Group) -> bool:
+    """Whether the group read whole costs less than any split of it: only then can reading
+    it whole settle it (_read_pieces, step 1); a group wider than about 1.2 line heights cannot."""
+    whole = _Piece(group.index, 0, 1, group.box, 0, flat=group.mask, mask=group.mask)  # costs need no ink
+    return _piece_costs([whole], group.height)[0] < LEAST_SPLIT_COST - SCORE_ROUNDING
+
+
+def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray]) -> None:
+    """Give the piece of `pieces` that spans the whole group (when there is one: at most
+    MAX_SPAN cut intervals) what was prepared and read for `whole`: the same ink."""
+    last = max(piece.end for piece in pieces)
+    for piece in pieces:
+        if (piece.start, piece.end) == (0, last) and id(whole) in rows:
+            piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
+
+
+def _score(probabilities: np.ndarray) -> float:
+    """A piece's score in _best_split, before its costs: the log of the model's confidence."""
+    return float(np.log(max(probabilities.max(), 1e-12)))
+
+
+def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
+    """Prepare the pieces not read yet like MNIST digits and read them in one model call;
+    their probabilities go to `rows` (by id). Pieces that vanish at 20 px are left out."""
+    prepared = []
+    for piece in pieces:
+        if piece.prepared is not None:
+            continue
+        try:
+            piece.prepared = prepare_piece(piece.flat, piece.mask)
+        except NoDigitFound:  # nothing left at 20 px: not a digit
+            continue
+        prepared.append(piece)
+    if prepared:
+        rows.update(zip(map(id, prepared), predictor.probabilities([piece.prepared for piece in prepared])))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -400,7 +532,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     for g, members in enumerate(groups):
         group_of_mark[np.array(members) + 1] = g + 1
 
-    pieces: list[_Piece] = []
+    groups_to_read: list[_Group] = []
     line_height: dict[int, float] = {}
     for line in lines:
         height = float(np.median([boxes[g].height for g in line]))
@@ -408,10 +540,10 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             line_height[g] = height
             box = boxes[g]
             group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
-            pieces.extend(_pieces(ink.flat, group_mask, box, g, height))
+            groups_to_read.append(_Group(g, group_mask, box, height))
+    pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    probabilities = predictor.probabilities(np.stack([piece.prepared for piece in pieces]))
     scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
 
     text_lines, digits = [], []
@@ -434,25 +566,54 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
 def _stretch_faint_marks(ink: Ink) -> Ink:
     """`ink` with each faint mark stretched to its own level (see FAINT_INK), and the strong
     ink that makes visible added to the mask where the mark has strong ink already."""
-    labels, count = ndimage.label(ink.flat > FAINT_INK, structure=np.ones((3, 3)))
-    if count == 0:
+    bounds = ink_bounds(ink.flat > FAINT_INK)
+    if bounds is None:
         return ink
+    # Worked out within the marks' bounding box only: nothing changes outside it.
+    top, bottom, left, right = bounds
+    box = (slice(top, bottom), slice(left, right))
+    flat, mask = ink.flat.copy(), ink.mask.copy()
+    flat[box], mask[box] = _stretched(ink.flat[box], ink.mask[box])
+    return replace(ink, flat=flat, mask=mask)
+
+
+def _stretched(flat: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_stretch_faint_marks of the ink `flat` and its strong ink `mask`."""
+    labels, count = ndimage.label(flat > FAINT_INK, structure=np.ones((3, 3)))
     inked = labels > 0
-    values, owners = ink.flat[inked], labels[inked]
-    # Each mark's 99th percentile: its values sorted within the mark, taken at 99% of its size.
-    order = np.lexsort((values, owners))
-    sizes = np.bincount(owners, minlength=count + 1)[1:]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    levels = values[order][starts + (0.99 * (sizes - 1)).astype(np.intp)]
+    values, owners = flat[inked], labels[inked]  # only the marks' pixels change
+    levels = _mark_levels(values, owners, count)
     gain = np.ones(count + 1, dtype=np.float32)
     faint = (levels >= FAINTEST) & (levels < 1.0)
     gain[1:][faint] = 1.0 / levels[faint]
-    flat = np.minimum(ink.flat * gain[labels], 1.0)
+    values = np.minimum(values * gain[owners], 1.0)
     # Only marks that find_ink kept (not specks, not a photo's edge) gain strong ink.
     kept = np.zeros(count + 1, dtype=bool)
-    kept[np.unique(labels[ink.mask])] = True
-    kept[0] = False
-    return replace(ink, flat=flat, mask=ink.mask | ((flat > STRONG_INK) & kept[labels]))
+    kept[labels[mask]] = True
+    stretched, strong = flat.copy(), mask.copy()
+    stretched[inked] = values
+    strong[inked] |= (values > STRONG_INK) & kept[owners]
+    return stretched, strong
+
+
+def _mark_levels(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """Each mark's level: the 99th percentile of its `values` (ink on 0-1, float32), marks
+    numbered 1 to `count` in `owners`."""
+    sizes = np.bincount(owners, minlength=count + 1)[1:]
+    ranks = (0.99 * (sizes - 1)).astype(np.intp)  # in the mark's values, sorted
+    # A mark with more of its pixels at 1 (the most ink there is) than above that rank is at
+    # level 1: most are (find_ink stretched the darkest ink to 1). Only the others are sorted.
+    ones = np.bincount(owners[values >= 1.0], minlength=count + 1)[1:]
+    levels = np.ones(count, dtype=np.float32)
+    below_one = ones < sizes - ranks
+    if below_one.any():
+        chosen = below_one[owners - 1]
+        # One sort of 64-bit keys, the mark above the value's bits (non-negative float32
+        # values are in the order of their bits): 2x faster than np.lexsort((values, owners)).
+        keys = np.sort((owners[chosen].astype(np.int64) << 32) | values[chosen].view(np.int32))
+        starts = np.concatenate([[0], np.cumsum(sizes[below_one])[:-1]])
+        levels[below_one] = (keys[starts + ranks[below_one]] & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    return levels
 
 
 def _too_many(count: int) -> TooManyMarks:
