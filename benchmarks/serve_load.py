@@ -108,10 +108,23 @@ def start_server(model: str, *options: str, environment: dict | None = None) -> 
     while time.monotonic() < deadline:  # the line comes as the model loads; wait for uvicorn
         try:
             with urllib.request.urlopen(url + "/api/health", timeout=2):
+                wait_until_idle(server.pid, deadline)
                 return server, url
         except OSError:
             time.sleep(0.2)
     raise SystemExit("the server did not answer /api/health")
+
+
+def wait_until_idle(pid: int, deadline: float) -> None:
+    """Until the server's processes use almost no CPU: every --workers process has loaded
+    its model and accepts connections. (The first one to answer would otherwise get all of
+    the benchmark's connections, which stay with it: measured 16 of 16.)"""
+    used = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        used, before = cpu_seconds(pid), used
+        if used - before < 0.05:
+            return
 
 
 def cpu_seconds(pid: int | None = None) -> float:
