@@ -112,35 +112,6 @@ CROSSING_PENALTY = 0.5
 # a 2, the diagonal of an 8, read as a 1) is not.
 SHORT_PIECE = 0.7
 SHORT_PENALTY = 1.0
-# A piece read as digit d whose shape d rarely has costs SHAPE_WEIGHT per unit of
-# -log(p(aspect | d) / p at d's likeliest aspect) beyond SHAPE_FREE: two touching digits
-# read as one ("28" as a 2, "11" as a 1) are often wider than that digit ever is, while
-# aspects a digit usually has cost nothing (a cost on every piece would only make splits
-# dearer). The aspect is upright_aspect, of the piece's strong ink: slant changes a
-# digit's width more than anything else. p is over MNIST's training digits, at the aspects
-# of ASPECT_GRID (interpolated between them), computed by benchmarks/shape_prior.py.
-# Chosen on seeds 7, 20 and 30 (600 numbers per kind, cnn-small): touching 85.3% / 84.8%
-# -> 86.5% / 85.7% exact (canvas / photo), 2-8 digits touching 80.0% -> 81.5%, separated
-# within 0.2 points (32 numbers more read right, 12 fewer); nearby values (weight
-# 0.15-0.5, free 1.5-2.5) read within 0.5 points of it. The aspect as it is (slant left
-# in) or a cost on every piece read fewer numbers right.
-SHAPE_WEIGHT = 0.25
-SHAPE_FREE = 2.0
-ASPECT_GRID = np.arange(0.05, 2.0, 0.1)
-# log(p(upright aspect | digit) / p at its likeliest aspect) at ASPECT_GRID, from 55,000 MNIST
-# training digits (benchmarks/shape_prior.py prints it).
-ASPECT_LOG_PRIOR = np.array([
-    [-8.00, -8.00, -8.00, -8.00, -4.16, -2.11, -0.89, -0.23, 0.00, -0.12, -0.50, -0.85, -1.45, -2.28, -2.67, -3.47, -4.46, -5.26, -5.80, -5.61],  # 0
-    [-8.00, -1.23, 0.00, -1.29, -2.51, -3.12, -3.47, -3.81, -3.79, -4.31, -5.21, -5.59, -6.23, -8.00, -8.00, -8.00, -8.00, -8.00, -8.00, -8.00],  # 1
-    [-8.00, -8.00, -8.00, -6.25, -4.15, -2.03, -0.89, -0.26, -0.03, 0.00, -0.21, -0.57, -1.13, -1.75, -2.12, -2.54, -2.71, -3.28, -4.17, -4.22],  # 2
-    [-8.00, -8.00, -6.64, -4.86, -2.38, -0.96, -0.16, 0.00, -0.22, -0.84, -1.75, -2.50, -3.46, -4.77, -5.25, -6.05, -6.66, -7.69, -8.00, -8.00],  # 3
-    [-8.00, -8.00, -6.86, -5.66, -2.51, -0.92, -0.23, 0.00, -0.14, -0.53, -1.16, -1.84, -2.70, -3.35, -4.25, -5.55, -6.43, -8.00, -8.00, -8.00],  # 4
-    [-8.00, -8.00, -8.00, -6.06, -2.96, -1.49, -0.47, -0.02, 0.00, -0.30, -0.70, -1.33, -2.14, -2.84, -3.42, -4.02, -4.68, -5.69, -6.85, -6.91],  # 5
-    [-8.00, -8.00, -8.00, -3.59, -1.68, -0.59, -0.07, 0.00, -0.26, -0.88, -1.60, -2.30, -3.25, -3.73, -3.92, -4.82, -5.41, -6.68, -8.00, -8.00],  # 6
-    [-8.00, -8.00, -8.00, -5.37, -2.28, -1.02, -0.23, 0.00, -0.23, -0.80, -1.32, -1.92, -2.70, -3.35, -3.78, -4.14, -4.87, -5.71, -5.91, -6.04],  # 7
-    [-8.00, -8.00, -8.00, -3.80, -1.47, -0.34, 0.00, -0.12, -0.62, -1.19, -2.00, -2.81, -3.57, -4.45, -5.03, -5.58, -5.49, -6.57, -8.00, -6.99],  # 8
-    [-8.00, -8.00, -8.00, -3.98, -1.67, -0.46, 0.00, -0.32, -0.88, -1.75, -2.63, -3.53, -4.36, -5.77, -6.10, -7.62, -6.90, -8.00, -8.00, -8.00],  # 9
-])
 # A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
 # a bound on the best split's score is loosened by this much (see _read_pieces).
 SCORE_ROUNDING = 1e-4
@@ -460,7 +431,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     for group in groups:
         whole = wholes.get(group.index)
         if whole is not None and id(whole) in rows and \
-                _score(whole, rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
+                _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
             candidates.append([whole])
             continue
         pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
@@ -473,7 +444,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     rest = []
     for pieces, costs, (before, after, tiling) in bounds:
         if tiling and all(id(pieces[i]) in rows for i in tiling):
-            reached = sum(_score(pieces[i], rows[id(pieces[i])]) - costs[i] for i in tiling)
+            reached = sum(_score(rows[id(pieces[i])]) - costs[i] for i in tiling)
         else:  # no tiling, or a piece of it vanished: no bound
             reached = -math.inf
         rest.extend(piece for piece, cost in zip(pieces, costs)
@@ -499,23 +470,9 @@ def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray
             piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
 
 
-def _score(piece: _Piece, probabilities: np.ndarray) -> float:
-    """A piece's score in _best_split, before its costs: the log of the model's confidence,
-    less its shape cost as the digit the model reads (see SHAPE_WEIGHT)."""
-    digit = int(probabilities.argmax())
-    rarity = -np.interp(upright_aspect(piece.mask), ASPECT_GRID, ASPECT_LOG_PRIOR[digit])
-    return float(np.log(max(probabilities[digit], 1e-12)) - SHAPE_WEIGHT * max(rarity - SHAPE_FREE, 0.0))
-
-
-def upright_aspect(mask: np.ndarray) -> float:
-    """Width / height of the ink in `mask` once its slant is taken out (each row shifted by
-    the slope of column on row that its pixels' moments give, at most 1)."""
-    rows, columns = np.nonzero(mask)
-    rows_centred = rows - rows.mean()
-    spread = float(rows_centred @ rows_centred)
-    slope = float(np.clip(rows_centred @ (columns - columns.mean()) / spread, -1, 1)) if spread else 0.0
-    upright = columns - slope * rows_centred
-    return float((upright.max() - upright.min() + 1) / (rows.max() - rows.min() + 1))
+def _score(probabilities: np.ndarray) -> float:
+    """A piece's score in _best_split, before its costs: the log of the model's confidence."""
+    return float(np.log(max(probabilities.max(), 1e-12)))
 
 
 def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
@@ -587,7 +544,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    scores = np.array([_score(piece, row) for piece, row in zip(pieces, probabilities)])
+    scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
 
     text_lines, digits = [], []
     for number, line in enumerate(lines):
