@@ -66,17 +66,17 @@ def aspect_log_prior(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def with_shape_cost(table: np.ndarray, weight: float, free: float):
     """read's candidate reading and best split, with the shape cost taken off each piece's score."""
-    readings_of: dict[int, np.ndarray] = {}  # id(piece) -> the model's readings (read._prepare_and_read)
+    probabilities_of: dict[int, np.ndarray] = {}  # id(piece) -> the model's probabilities
 
     def read_pieces(flat, groups, predictor):
-        pieces, readings = read_every_piece(flat, groups, predictor)
-        readings_of.update(zip(map(id, pieces), readings))
-        return pieces, readings
+        pieces, probabilities = read_every_piece(flat, groups, predictor)
+        probabilities_of.update(zip(map(id, pieces), probabilities))
+        return pieces, probabilities
 
     def best_split(pieces, scores, height):
         costs = []
         for piece in pieces:
-            digit = int(readings_of[id(piece)][0].argmax())
+            digit = int(probabilities_of[id(piece)].argmax())
             rarity = -np.interp(upright_aspect(piece.mask), ASPECT_GRID, table[digit])
             costs.append(weight * max(rarity - free, 0.0))
         return original_best_split(pieces, np.asarray(scores) - np.array(costs), height)

@@ -112,14 +112,6 @@ CROSSING_PENALTY = 0.5
 # a 2, the diagonal of an 8, read as a 1) is not.
 SHORT_PIECE = 0.7
 SHORT_PENALTY = 1.0
-# A piece's score is its log confidence averaged over its prepared image and that image moved
-# SHIFTS pixels sideways (one batched model call): a digit is read the same a little to the
-# left or right, two touching digits read confidently as one, or a sliver, often are not (the
-# commonest misreading of touching numbers). Chosen on seeds 7, 20 and 30 (600 numbers per
-# kind, every candidate read, cnn-small) among shifts of 1-3 px, vertical shifts, rotations of
-# 8-20 degrees and scaling by 10%, the probabilities or their logs averaged: touching photos
-# 86.0% -> 88.0% exact, canvases 86.5% -> 87.5%, apart 97.3% / 95.8% -> 97.2% / 95.7%.
-SHIFTS = (2, -2)
 # A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
 # a bound on the best split's score is loosened by this much (see _read_pieces).
 SCORE_ROUNDING = 1e-4
@@ -418,7 +410,7 @@ class _Group:
 
 def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
     """The candidate pieces of each group that _best_split could choose, prepared, and the
-    model's readings of them (_prepare_and_read), in the groups' order: the best split is the one it
+    model's probabilities for them, in the groups' order: the best split is the one it
     would choose among all candidates, but preparing a piece is most of read's time, so
     pieces that cannot be chosen are left out before they are prepared, in three rounds of
     one batched model call each:
@@ -430,7 +422,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
          piece with certainty): its score is one the best split reaches at least.
       3. the candidates that, read with certainty, with the cheapest pieces around them,
          could still beat that score."""
-    rows: dict[int, np.ndarray] = {}  # id(piece) -> its readings, once read
+    rows: dict[int, np.ndarray] = {}  # id(piece) -> its probabilities, once read
     wholes = {group.index: _pieces(flat, group.mask, group.box, group.index, group.height, split=False)[0]
               for group in groups if _whole_costs_less_than_a_split(group)}
     _prepare_and_read(list(wholes.values()), rows, predictor)
@@ -478,17 +470,14 @@ def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray
             piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
 
 
-def _score(readings: np.ndarray) -> float:
-    """A piece's score in _best_split, before its costs: the log of the model's confidence in
-    the digit it reads, averaged over the piece's prepared image and its shifted copies (SHIFTS)."""
-    digit = readings[0].argmax()
-    return float(np.log(np.maximum(readings[:, digit], 1e-12)).mean())
+def _score(probabilities: np.ndarray) -> float:
+    """A piece's score in _best_split, before its costs: the log of the model's confidence."""
+    return float(np.log(max(probabilities.max(), 1e-12)))
 
 
 def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
-    """Prepare the pieces not read yet like MNIST digits and read them in one model call, each
-    also moved SHIFTS pixels sideways; their readings go to `rows` (by id): (1 + len(SHIFTS), 10)
-    probabilities, the prepared image's first. Pieces that vanish at 20 px are left out."""
+    """Prepare the pieces not read yet like MNIST digits and read them in one model call;
+    their probabilities go to `rows` (by id). Pieces that vanish at 20 px are left out."""
     prepared = []
     for piece in pieces:
         if piece.prepared is not None:
@@ -499,11 +488,7 @@ def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predict
             continue
         prepared.append(piece)
     if prepared:
-        images = np.stack([piece.prepared for piece in prepared])
-        # Each piece followed by its shifted copies; whole pixels, so nothing is blurred.
-        variants = np.stack([images, *(ndimage.shift(images, (0, 0, dx), order=0) for dx in SHIFTS)], axis=1)
-        readings = predictor.probabilities(variants).reshape(len(prepared), 1 + len(SHIFTS), -1)
-        rows.update(zip(map(id, prepared), readings))
+        rows.update(zip(map(id, prepared), predictor.probabilities([piece.prepared for piece in prepared])))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -556,11 +541,10 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             box = boxes[g]
             group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
             groups_to_read.append(_Group(g, group_mask, box, height))
-    pieces, readings = _read_pieces(ink.flat, groups_to_read, predictor)
+    pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    probabilities = readings[:, 0]
-    scores = np.array([_score(piece_readings) for piece_readings in readings])
+    scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
 
     text_lines, digits = [], []
     for number, line in enumerate(lines):
