@@ -8,7 +8,7 @@ digit: a candidate miss). Every candidate piece is prepared and read here, also 
 miss keep their meaning (slower; 1 of 200 touching canvases, seed 7, reads otherwise).
 Tune on seed 7, never on seed 0 (the reported table).
 
-    PYTHONPATH=src:tests .venv/bin/python benchmarks/read_misses.py CNN_SMALL_RUN \
+    .venv/bin/python benchmarks/read_misses.py CNN_SMALL_RUN \
         --kind "4 touching photo" --seed 7 --out misses/
 """
 

@@ -2,7 +2,7 @@
 against the same digits read one by one by `predict` (each digit alone, rendered the
 same way), in the same run.
 
-    PYTHONPATH=src:tests .venv/bin/python benchmarks/read_numbers.py CNN_SMALL_RUN MLP_RUN \
+    .venv/bin/python benchmarks/read_numbers.py CNN_SMALL_RUN MLP_RUN \
         [--count 200] [--seed 0]
 
 Numbers come from tests/number_images.py: 4 digits (and 2-8 digits), "apart" or
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +29,9 @@ from mnist_digits.errors import InputImageError
 from mnist_digits.litert import ENGINES
 from mnist_digits.predict import Predictor
 from mnist_digits.read import read_number
-from number_images import compose_number
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the generator lives with the tests
+from number_images import compose_number  # noqa: E402
 
 KINDS = [(4, "apart", "canvas"), (4, "apart", "photo"), (4, "touching", "canvas"),
          (4, "touching", "photo"), ("2-8", "apart", "photo"), ("2-8", "touching", "photo")]

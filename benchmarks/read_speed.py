@@ -3,7 +3,7 @@ before a speed-up), in one process, on the 4-digit numbers benchmarks/read_numbe
 times: the same answers, and how much faster.
 
     git archive main src | tar -x -C /tmp/main      # the baseline's sources
-    PYTHONPATH=src:tests .venv/bin/python benchmarks/read_speed.py /tmp/main/src MODEL... \
+    .venv/bin/python benchmarks/read_speed.py /tmp/main/src MODEL... \
         [--count 100] [--rounds 5] [--seed 0] [--engine litert] [--allow-different]
 
 MODEL: run folders or exports (an mlp: a Keras run and its TFLite export show the

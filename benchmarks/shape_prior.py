@@ -14,7 +14,7 @@ Every candidate piece is prepared and read (as in read_misses.py: `read` leaves 
 ones whose costs let them never win, which the prior would change), and each number's best
 split is chosen without and with the prior. Tune on seeds 7, 20 and 30, never on seed 0.
 
-    PYTHONPATH=src:tests .venv/bin/python benchmarks/shape_prior.py CNN_SMALL_RUN --seed 7 \
+    .venv/bin/python benchmarks/shape_prior.py CNN_SMALL_RUN --seed 7 \
         [--weight 0.25] [--free 2.0] [--count 200] [--table]
 """
 
