@@ -19,12 +19,12 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from read_numbers import KINDS, accuracy, compose
 
 from mnist_digits import read
 from mnist_digits.data import load_mnist
 from mnist_digits.errors import InputImageError
 from mnist_digits.predict import Predictor
-from read_numbers import KINDS, compose
 
 
 def group_texts(pieces, digits) -> set[str]:
@@ -53,6 +53,29 @@ def read_every_piece(flat, groups, predictor):
     read._prepare_and_read(pieces, rows, predictor)
     kept = [piece for piece in pieces if id(piece) in rows]
     return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
+
+
+def scoring_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a script that compares ways of scoring with compare_scorings."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("model", help="run folder (e.g. cnn-small)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--count", type=int, default=200, help="numbers per kind (default: 200)")
+    return parser
+
+
+def compare_scorings(predictor, images, labels, seed: int, count: int, scorings: list) -> None:
+    """Per kind of read_numbers.py, the same numbers read under each of `scorings` (callables
+    returning a context manager that changes how read scores its candidates): exact / per
+    digit, on one line, first -> second."""
+    for index, (digits, spacing, style) in enumerate(KINDS):
+        numbers = compose(images, labels, count, seed + index, digits, spacing, style)
+        cells = []
+        for scoring in scorings:
+            with scoring():
+                result = accuracy(predictor, numbers)
+            cells.append(f"{result['exact']:6.1%} / {result['per_digit']:5.1%}")
+        print(f"  {digits:<4} {spacing:<9} {style:<7} {' -> '.join(cells)}", flush=True)
 
 
 def main() -> None:

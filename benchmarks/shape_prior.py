@@ -20,7 +20,6 @@ split is chosen without and with the prior. Tune on seeds 7, 20 and 30, never on
 
 from __future__ import annotations
 
-import argparse
 from unittest import mock
 
 import numpy as np
@@ -30,8 +29,7 @@ from mnist_digits import read
 from mnist_digits.data import load_mnist
 from mnist_digits.predict import Predictor
 from mnist_digits.preprocess import STRONG_INK
-from read_misses import read_every_piece
-from read_numbers import KINDS, accuracy, compose
+from read_misses import compare_scorings, read_every_piece, scoring_parser
 
 # The aspects the prior is tabled at (interpolated between them), and its floor: an aspect
 # no training digit of the class has is at most this unlikely.
@@ -86,10 +84,7 @@ def with_shape_cost(table: np.ndarray, weight: float, free: float):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="run folder (e.g. cnn-small)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--count", type=int, default=200, help="numbers per kind (default: 200)")
+    parser = scoring_parser(__doc__)
     parser.add_argument("--weight", type=float, default=0.25, help="cost per unit of rarity (default: 0.25)")
     parser.add_argument("--free", type=float, default=2.0, help="rarity that costs nothing (default: 2.0)")
     parser.add_argument("--table", action="store_true", help="print the prior table")
@@ -103,14 +98,8 @@ def main() -> None:
     predictor = Predictor.from_path(args.model)
     print(f"{predictor.classifier.name}, seed {args.seed}, {args.count} numbers per kind: exact / per digit, "
           f"all candidates read; without -> with the shape prior (weight {args.weight}, free {args.free})")
-    for index, (digits, spacing, style) in enumerate(KINDS):
-        numbers = compose(images, labels, args.count, args.seed + index, digits, spacing, style)
-        cells = []
-        for weight in (0.0, args.weight):
-            with with_shape_cost(table, weight, args.free):
-                result = accuracy(predictor, numbers)
-            cells.append(f"{result['exact']:6.1%} / {result['per_digit']:5.1%}")
-        print(f"  {digits:<4} {spacing:<9} {style:<7} {' -> '.join(cells)}", flush=True)
+    compare_scorings(predictor, images, labels, args.seed, args.count,
+                     [lambda weight=weight: with_shape_cost(table, weight, args.free) for weight in (0.0, args.weight)])
 
 
 if __name__ == "__main__":
