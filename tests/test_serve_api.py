@@ -145,8 +145,13 @@ def test_with_one_thread_drawings_are_answered_on_the_event_loop_alike_and_photo
             assert one_thread.post("/api/predict", **drawing).json() == client.post("/api/predict", **drawing).json()
         assert queued == ["read_digit"] * 5  # only the two-thread app's
         answer = one_thread.post("/api/predict", content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+        # Bad small bodies, answered on the loop too: the same one-line errors.
+        not_an_image = one_thread.post("/api/predict", content=b"just text", headers={"Content-Type": "image/png"})
+        blank = one_thread.post("/api/predict", content=blank_png(), headers={"Content-Type": "image/png"})
     assert answer.status_code == 200 and answer.json()["digit"] == digits[1][5]
     assert queued == ["read_digit"] * 6
+    assert_json_error(not_an_image, 400)
+    assert "no digit found" in assert_json_error(blank, 422)
 
 
 def test_an_upload_as_multipart_file_gets_the_same_answer_as_a_raw_body(client, digits):

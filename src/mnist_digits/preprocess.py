@@ -274,29 +274,31 @@ def _only_strokes(ink: np.ndarray, paper: float) -> bool:
     return ndimage.grey_erosion(small, size=(window, window), mode="nearest").max() == np.float32(paper)
 
 
-def _one_ink(gray: np.ndarray) -> bool:
+def _one_ink(histogram) -> bool:
     """Whether what is not paper is strokes of one ink and the antialiasing at their edges:
-    8-bit levels only, and the commonest level after the paper's (the strokes' cores)
-    holds ONE_INK_SHARE of the other pixels. A photo's shadow is a noisy gradient."""
-    levels = _eight_bit_levels(gray)
-    if levels is None:
+    8-bit levels only (an image with a _level_histogram, `histogram`), and the commonest level
+    after the paper's (the strokes' cores) holds ONE_INK_SHARE of the other pixels. A photo's
+    shadow is a noisy gradient."""
+    if histogram is None:
         return False
-    counts = np.sort(np.bincount(levels.ravel(), minlength=256))
-    return counts[-2] >= ONE_INK_SHARE * (levels.size - counts[-1])
+    counts = np.sort(histogram[2])
+    second = counts[-2] if counts.size > 1 else 0
+    return second >= ONE_INK_SHARE * (counts.sum() - counts[-1])
 
 
-def _judge_background(gray: np.ndarray, ink: np.ndarray, paper: float | None, even: bool) -> tuple[float | None, bool]:
+def _judge_background(histogram, ink: np.ndarray, paper: float | None, even: bool) -> tuple[float | None, bool]:
     """From _polarity's paper and verdict: the level of a perfectly even background once
     the ink is made bright (else None), and whether the image is a photo (marks at its
     edge are a shadow or a table, not strokes). Paper of one exact level with nothing
     wide on it is even whatever share of the image the strokes cover; it is a drawing,
-    a thick pen's, when they are one ink (_one_ink), else a photo with a narrow shadow
-    at its edge, maybe."""
+    a thick pen's, when they are one ink (_one_ink of the image's _level_histogram,
+    `histogram`), else a photo with a narrow shadow at its edge, maybe. (Only an image
+    bigger than SMALL_SIDE gets this far: a smaller one with one paper level is even.)"""
     if even:
         return paper, False
     if paper is None or not _only_strokes(ink, paper):
         return None, True
-    return paper, not _one_ink(gray)
+    return paper, not _one_ink(histogram)
 
 
 def _level_histogram(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -329,7 +331,7 @@ def _ink_bright(gray: np.ndarray, histogram, flip: bool = False) -> tuple[np.nda
     _polarity and _judge_background). `histogram`: the image's _level_histogram."""
     on_paper, paper, even = _polarity(_polarity_quantiles(gray, histogram), max(gray.shape) <= SMALL_SIDE, flip)
     ink = 1.0 - gray if on_paper else gray
-    return (ink, on_paper, *_judge_background(gray, ink, paper, even))
+    return (ink, on_paper, *_judge_background(histogram, ink, paper, even))
 
 
 def _background_sample(ink: np.ndarray) -> tuple[np.ndarray, int]:
@@ -450,7 +452,7 @@ def _find_drawn_digit(gray: np.ndarray, histogram, speck_fraction: float = SPECK
     if paper is None:  # the paper is not one exact level
         return None
     ink = 1.0 - gray if on_paper else gray
-    even, photo = _judge_background(gray, ink, paper, even)
+    even, photo = _judge_background(histogram, ink, paper, even)
     if even is None:  # shade or a second paper level: no drawing
         return None
     flats = _normalise_ink(_remove_background(1.0 - grays if on_paper else grays, on_paper, even), True, counts)

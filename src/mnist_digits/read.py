@@ -431,7 +431,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     for group in groups:
         whole = wholes.get(group.index)
         if whole is not None and id(whole) in rows and \
-                _score(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
+                _scores(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
             candidates.append([whole])
             continue
         pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
@@ -444,7 +444,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
     rest = []
     for pieces, costs, (before, after, tiling) in bounds:
         if tiling and all(id(pieces[i]) in rows for i in tiling):
-            reached = sum(_score(rows[id(pieces[i])]) - costs[i] for i in tiling)
+            reached = sum(_scores(rows[id(pieces[i])]) - costs[i] for i in tiling)
         else:  # no tiling, or a piece of it vanished: no bound
             reached = -math.inf
         rest.extend(piece for piece, cost in zip(pieces, costs)
@@ -470,9 +470,10 @@ def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray
             piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
 
 
-def _score(probabilities: np.ndarray) -> float:
-    """A piece's score in _best_split, before its costs: the log of the model's confidence."""
-    return float(np.log(max(probabilities.max(), 1e-12)))
+def _scores(probabilities: np.ndarray) -> np.ndarray:
+    """Pieces' scores in _best_split, before their costs: the log of the model's confidence
+    (probabilities: one row per piece, or one piece's row)."""
+    return np.log(np.maximum(probabilities.max(axis=-1), 1e-12))
 
 
 def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
@@ -544,7 +545,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    scores = np.log(np.maximum(probabilities.max(axis=1), 1e-12))
+    scores = _scores(probabilities)
 
     text_lines, digits = [], []
     for number, line in enumerate(lines):
