@@ -52,7 +52,7 @@ def read_every_piece(flat, groups, predictor):
     rows: dict[int, np.ndarray] = {}
     read._prepare_and_read(pieces, rows, predictor)
     kept = [piece for piece in pieces if id(piece) in rows]
-    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), 2, -1)
+    return kept, np.array([rows[id(piece)] for piece in kept]).reshape(len(kept), -1)
 
 
 def scoring_parser(doc: str) -> argparse.ArgumentParser:

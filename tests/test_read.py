@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from mnist_digits import cli
 from mnist_digits import read as read_module
-from mnist_digits.errors import InputImageError
+from mnist_digits.errors import InputImageError, NoDigitFound
 from mnist_digits.predict import Predictor
 from mnist_digits.read import MAX_MARKS, read_number
 from number_images import compose_number, render
@@ -75,16 +75,19 @@ def test_leaving_out_candidates_that_cannot_win_changes_no_answer(predictor, tes
                                              ("apart", "canvas", 5), ("apart", "photo", 5)]
                for _ in range(count)]
     prepared = []
-    prepare = read_module.prepare_piece_in_line
-    monkeypatch.setattr(read_module, "prepare_piece_in_line", lambda *args: prepared.append(1) or prepare(*args))
+    prepare_piece = read_module.prepare_piece
+    monkeypatch.setattr(read_module, "prepare_piece", lambda *args: prepared.append(1) or prepare_piece(*args))
 
     def every_candidate(flat, groups, predictor):
-        pieces = [piece for group in groups
-                  for piece in read_module._pieces(flat, group.mask, group.box, group.index, group.height)]
-        readings: dict[int, np.ndarray] = {}
-        read_module._prepare_and_read(pieces, readings, predictor)
-        kept = [piece for piece in pieces if id(piece) in readings]
-        return kept, np.array([readings[id(piece)] for piece in kept])
+        pieces = []
+        for group in groups:
+            for piece in read_module._pieces(flat, group.mask, group.box, group.index, group.height):
+                try:
+                    piece.prepared = read_module.prepare_piece(piece.flat, piece.mask)
+                except NoDigitFound:
+                    continue
+                pieces.append(piece)
+        return pieces, predictor.probabilities([piece.prepared for piece in pieces])
 
     def answers():  # confidences to 5 decimals: TensorFlow's last bits depend on the batch
         return [[(digit.digit, digit.box, round(digit.confidence, 5)) for digit in read_number(number.image, predictor).digits]

@@ -48,7 +48,6 @@ from .errors import InputImageError, NoDigitFound, first_line
 WORKING_SIDE = 768
 BOX = 20          # MNIST: the longer side of the digit fits 20 px
 SIDE = 28         # in a 28x28 image
-LINE_WIDEST = 26  # px: prepare_piece_in_line fits a piece wider than its line's digits to this
 # A digit needs at least this much contrast (on 0-1) between ink and paper.
 MIN_CONTRAST = 0.08
 # Ink must stand this many noise deviations above the paper (JPEG ringing, grain).
@@ -611,15 +610,6 @@ def prepare_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None)
     """One digit's ink -> 28x28 like MNIST: cropped to its strong ink (`mask`) with
     room for the blurred edge, pen width normalised, longer side fitted to 20 px,
     centred by mass. Records "crop", "stroke", "fit", "prepared" in `steps` when given."""
-    fitted = _fitted_piece(flat, mask, steps)
-    prepared = _centre(fitted / fitted.max())
-    if steps is not None:
-        steps["prepared"] = prepared
-    return prepared
-
-
-def _fitted_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None) -> np.ndarray:
-    """prepare_piece up to its centring: cropped, pen width normalised, fitted to BOX px."""
     cropped = flat[_ink_box(mask)]
     if steps is not None:
         steps["crop"] = cropped
@@ -631,23 +621,10 @@ def _fitted_piece(flat: np.ndarray, mask: np.ndarray, steps: dict | None = None)
         steps["fit"] = fitted
     if fitted.sum() <= 0:
         raise NoDigitFound("no digit found (the ink vanished when scaled to 20 px)")
-    return fitted
-
-
-def prepare_piece_in_line(flat: np.ndarray, mask: np.ndarray, line_height: float) -> tuple[np.ndarray, np.ndarray]:
-    """prepare_piece's 28x28 image of one digit of a line of digits, and the same digit drawn
-    at the line's scale: the line's height (in pixels of `mask`), not the piece's longer side,
-    becomes BOX px (a piece too wide for that is fitted to LINE_WIDEST px wide). A piece
-    shorter than its line comes out smaller, one wider than a digit is not squeezed: how the
-    model reads that tells a digit from part of one or from two digits touching (read)."""
-    fitted = _fitted_piece(flat, mask)
-    top, bottom, left, right = ink_bounds(mask)
-    height, width = bottom - top, right - left
-    scale = max(height, width) / max(line_height, height, width * BOX / LINE_WIDEST)
-    at_line = np.clip(_resize(fitted, _scaled_size(fitted.shape, scale), Image.Resampling.LANCZOS), 0.0, 1.0)
-    if at_line.max() <= 0:
-        at_line = fitted
-    return _centre(fitted / fitted.max()), _centre(at_line / at_line.max())
+    prepared = _centre(fitted / fitted.max())
+    if steps is not None:
+        steps["prepared"] = prepared
+    return prepared
 
 
 def prepare(source, return_steps: bool = False, budget: PixelBudget | None = None):

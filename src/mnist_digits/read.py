@@ -14,10 +14,7 @@ where its outline dips between two digits (valleys of its top and bottom contour
 piece between two cuts is a candidate digit, prepared like an MNIST digit
 (preprocess.prepare_piece); dynamic programming then keeps the cuts whose pieces the model
 reads most confidently, with penalties for pieces much wider than a digit is, for cuts
-through more than one stroke and for pieces much shorter than the line. A piece's
-confidence is taken twice: prepared like an MNIST digit (fitted to 20 px), and drawn at
-its line's scale (preprocess.prepare_piece_in_line), where part of a digit looks as small,
-and two touching digits as wide, as they are. Candidates that
+through more than one stroke and for pieces much shorter than the line. Candidates that
 cannot be kept are left out before they are prepared (_read_pieces: a group read whole
 with confidence is not cut; the rest are read in at most three batched model calls per
 image). A digit lighter than the others is first stretched to its own ink level.
@@ -38,7 +35,7 @@ from scipy.signal import find_peaks
 from .errors import InputImageError, NoDigitFound, TooManyMarks
 from .predict import Predictor
 from .decode import load_image
-from .preprocess import STRONG_INK, Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece_in_line
+from .preprocess import STRONG_INK, Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece
 
 # A number has at most this many marks to read (digits, pieces of digits); a photo of a
 # page of text has hundreds, and gets an error instead of a long guessed string.
@@ -87,9 +84,8 @@ WIDE_PENALTY = 1.0
 # SEVERAL_SPLIT_PENALTY and the width penalty starts at SEVERAL_WIDE: the models read two
 # touching digits confidently as one (most misread touching numbers were one digit short).
 # Chosen on seed 7 too: 200 touching 4-digit numbers read 84.0% / 81.0% exactly (canvas /
-# photo) instead of 81.5% / 80.5%, separated ones unchanged. 1.6 until the line-scale reading
-# (LINE_WEIGHT) came; with it, 1.5 (chosen with it, on seeds 7, 20, 30 and 50).
-SEVERAL = 1.5
+# photo) instead of 81.5% / 80.5%, separated ones unchanged.
+SEVERAL = 1.6
 SEVERAL_SPLIT_PENALTY = 0.3
 # There a piece wider than SEVERAL_WIDE line heights costs SEVERAL_WIDE_PENALTY per line
 # height beyond: most touching numbers still misread were two digits read as one although
@@ -109,20 +105,23 @@ SEVERAL_WIDE_PENALTY = 2.5
 FAINT_INK = 0.15
 FAINTEST = 0.3
 # A cut through more than one stroke (the middle of a 0, an 8) costs CROSSING_PENALTY per
-# stroke beyond the first: digits that touch meet in one stroke. (0.5 before LINE_WEIGHT.)
-CROSSING_PENALTY = 0.75
+# stroke beyond the first: digits that touch meet in one stroke.
+CROSSING_PENALTY = 0.5
 # A piece cut from a group that is less than SHORT_PIECE line heights tall costs SHORT_PENALTY:
 # a digit is about as tall as its neighbours, a sliver cut off a digit's side (the tail of
-# a 2, the diagonal of an 8, read as a 1) is not. (1.0 before LINE_WEIGHT, which also
-# tells such a sliver by its size.)
+# a 2, the diagonal of an 8, read as a 1) is not.
 SHORT_PIECE = 0.7
-SHORT_PENALTY = 0.75
-# A piece's score adds LINE_WEIGHT times the log of the model's probability for its digit
-# with the piece drawn at its line's scale (preprocess.prepare_piece_in_line), not fitted to
-# 20 px as MNIST's digits are: part of a digit (the upright of a 4, cut off and read as a 1)
-# then looks as small as it is, two touching digits as wide as they are. Chosen on seeds 7,
-# 20, 30 and 50 with the costs above (see the README's read section for what it changed).
-LINE_WEIGHT = 1.0
+SHORT_PENALTY = 1.0
+# In a group wider than WIDE line heights (wider than most digits: likely two or more), the
+# model's log confidence counts WIDE_GROUP_CONFIDENCE times against the costs above: there,
+# the costs of a split outweighed what the model said of its pieces (most misread touching
+# numbers were two digits read as one, both cuts offered). Chosen on seeds 7, 20, 30 and 50
+# (800 numbers per kind; see the README's read section for what it changed), checked on
+# seeds 40 and 60; 1.5 to 3 read about as many right. Also in narrower groups (0.6-0.9 line
+# heights wide, mostly one digit) it lost 0.1-0.3 points of separated numbers. A second
+# reading of each piece drawn at its line's scale (smaller when shorter than the line)
+# gained as much as counting the one reading twice, and no more.
+WIDE_GROUP_CONFIDENCE = 2.0
 # A piece's log confidence is at most 0, but float32 probabilities may sum to a hair over 1:
 # a bound on the best split's score is loosened by this much (see _read_pieces).
 SCORE_ROUNDING = 1e-4
@@ -275,11 +274,9 @@ class _Piece:
     end: int
     box: _Box    # strong ink, in working pixels
     crossed: int  # strokes the cut at its left crosses (0 at the group's left end)
-    line_height: float
-    flat: np.ndarray = field(repr=False)  # its ink and strong ink, cut out, for prepare_piece_in_line
+    flat: np.ndarray = field(repr=False)  # its ink and strong ink, cut out, for prepare_piece
     mask: np.ndarray = field(repr=False)
     prepared: np.ndarray | None = field(default=None, repr=False)  # once prepared (_read_pieces)
-    at_line: np.ndarray | None = field(default=None, repr=False)   # and drawn at its line's scale
 
 
 def _window(image: np.ndarray, box: _Box, reach: int) -> np.ndarray:
@@ -330,7 +327,7 @@ def _pieces(flat: np.ndarray, group_mask: np.ndarray, box: _Box, group: int, hei
             if end < len(positions) - 1:
                 piece_flat[:, cut_right:] = 0.0
             strong_box = _Box(box.y0 + top, box.y0 + bottom, box.x0 + left + first, box.x0 + left + last)
-            pieces.append(_Piece(group, start, end, strong_box, crossed[start], height, piece_flat, mask))
+            pieces.append(_Piece(group, start, end, strong_box, crossed[start], piece_flat, mask))
     return pieces
 
 
@@ -420,6 +417,11 @@ class _Group:
     box: _Box
     height: float
 
+    @property
+    def confidence_weight(self) -> float:
+        """How much the model's confidence counts against the costs in this group (see WIDE_GROUP_CONFIDENCE)."""
+        return WIDE_GROUP_CONFIDENCE if self.box.width > WIDE * self.height else 1.0
+
 
 def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -> tuple[list[_Piece], np.ndarray]:
     """The candidate pieces of each group that _best_split could choose, prepared, and the
@@ -440,11 +442,12 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
               for group in groups if _whole_costs_less_than_a_split(group)}
     _prepare_and_read(list(wholes.values()), rows, predictor)
     candidates: list[list[_Piece]] = []
-    bounds = []  # (pieces, their costs, _cheapest_tilings) of the groups to split
+    bounds = []  # (group, its pieces, their costs, _cheapest_tilings) of the groups to split
     for group in groups:
         whole = wholes.get(group.index)
         if whole is not None and id(whole) in rows and \
-                _scores(rows[id(whole)]) - _piece_costs([whole], group.height)[0] > -LEAST_SPLIT_COST + SCORE_ROUNDING:
+                _scores(rows[id(whole)], group.confidence_weight) - _piece_costs([whole], group.height)[0] > \
+                -LEAST_SPLIT_COST + SCORE_ROUNDING:
             candidates.append([whole])
             continue
         pieces = _pieces(flat, group.mask, group.box, group.index, group.height)
@@ -452,12 +455,12 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
             _reuse_whole(pieces, whole, rows)
         candidates.append(pieces)
         costs = _piece_costs(pieces, group.height)
-        bounds.append((pieces, costs, _cheapest_tilings(pieces, costs)))
-    _prepare_and_read([pieces[i] for pieces, _, (_, _, tiling) in bounds for i in tiling], rows, predictor)
+        bounds.append((group, pieces, costs, _cheapest_tilings(pieces, costs)))
+    _prepare_and_read([pieces[i] for _, pieces, _, (_, _, tiling) in bounds for i in tiling], rows, predictor)
     rest = []
-    for pieces, costs, (before, after, tiling) in bounds:
+    for group, pieces, costs, (before, after, tiling) in bounds:
         if tiling and all(id(pieces[i]) in rows for i in tiling):
-            reached = sum(_scores(rows[id(pieces[i])]) - costs[i] for i in tiling)
+            reached = sum(_scores(rows[id(pieces[i])], group.confidence_weight) - costs[i] for i in tiling)
         else:  # no tiling, or a piece of it vanished: no bound
             reached = -math.inf
         rest.extend(piece for piece, cost in zip(pieces, costs)
@@ -470,7 +473,7 @@ def _read_pieces(flat: np.ndarray, groups: list[_Group], predictor: Predictor) -
 def _whole_costs_less_than_a_split(group: _Group) -> bool:
     """Whether the group read whole costs less than any split of it: only then can reading
     it whole settle it (_read_pieces, step 1); a group wider than about 1.2 line heights cannot."""
-    whole = _Piece(group.index, 0, 1, group.box, 0, group.height, flat=group.mask, mask=group.mask)  # costs need no ink
+    whole = _Piece(group.index, 0, 1, group.box, 0, flat=group.mask, mask=group.mask)  # costs need no ink
     return _piece_costs([whole], group.height)[0] < LEAST_SPLIT_COST - SCORE_ROUNDING
 
 
@@ -480,38 +483,29 @@ def _reuse_whole(pieces: list[_Piece], whole: _Piece, rows: dict[int, np.ndarray
     last = max(piece.end for piece in pieces)
     for piece in pieces:
         if (piece.start, piece.end) == (0, last) and id(whole) in rows:
-            piece.prepared, piece.at_line, rows[id(piece)] = whole.prepared, whole.at_line, rows[id(whole)]
+            piece.prepared, rows[id(piece)] = whole.prepared, rows[id(whole)]
 
 
-def _scores(readings: np.ndarray) -> np.ndarray:
-    """Pieces' scores in _best_split, before their costs (readings: one row per piece, or one
-    piece's, of the model's probabilities for it as prepared and drawn at its line's scale):
-    the log of the model's confidence in the digit it reads, plus LINE_WEIGHT times the log of
-    its probability for that digit drawn at the line's scale."""
-    probabilities, at_line = readings[..., 0, :], readings[..., 1, :]
-    digits = probabilities.argmax(axis=-1)[..., None]
-    confidence = np.take_along_axis(probabilities, digits, axis=-1)[..., 0]
-    in_line = np.take_along_axis(at_line, digits, axis=-1)[..., 0]
-    return np.log(np.maximum(confidence, 1e-12)) + LINE_WEIGHT * np.log(np.maximum(in_line, 1e-12))
+def _scores(probabilities: np.ndarray, weight: float) -> np.ndarray:
+    """Pieces' scores in _best_split, before their costs: the log of the model's confidence
+    (probabilities: one row per piece, or one piece's row), times the group's confidence_weight."""
+    return weight * np.log(np.maximum(probabilities.max(axis=-1), 1e-12))
 
 
 def _prepare_and_read(pieces: list[_Piece], rows: dict[int, np.ndarray], predictor: Predictor) -> None:
-    """Prepare the pieces not read yet like MNIST digits, and at their line's scale, and read
-    both in one model call; their readings (2 x 10 probabilities) go to `rows` (by id).
-    Pieces that vanish at 20 px are left out."""
+    """Prepare the pieces not read yet like MNIST digits and read them in one model call;
+    their probabilities go to `rows` (by id). Pieces that vanish at 20 px are left out."""
     prepared = []
     for piece in pieces:
         if piece.prepared is not None:
             continue
         try:
-            piece.prepared, piece.at_line = prepare_piece_in_line(piece.flat, piece.mask, piece.line_height)
+            piece.prepared = prepare_piece(piece.flat, piece.mask)
         except NoDigitFound:  # nothing left at 20 px: not a digit
             continue
         prepared.append(piece)
     if prepared:
-        probabilities = predictor.probabilities([piece.prepared for piece in prepared] +
-                                                [piece.at_line for piece in prepared])
-        rows.update(zip(map(id, prepared), np.stack(np.split(probabilities, 2), axis=1)))
+        rows.update(zip(map(id, prepared), predictor.probabilities([piece.prepared for piece in prepared])))
 
 
 def read_number(source, predictor, unsure_below: float | None = None) -> NumberRead:
@@ -564,10 +558,11 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             box = boxes[g]
             group_mask = group_of_mark[labels[box.y0 - top:box.y1 - top, box.x0 - left:box.x1 - left]] == g + 1
             groups_to_read.append(_Group(g, group_mask, box, height))
-    pieces, readings = _read_pieces(ink.flat, groups_to_read, predictor)
+    pieces, probabilities = _read_pieces(ink.flat, groups_to_read, predictor)
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
-    scores = _scores(readings)
+    weights = {group.index: group.confidence_weight for group in groups_to_read}
+    scores = np.array([_scores(row, weights[piece.group]) for piece, row in zip(pieces, probabilities)])
 
     text_lines, digits = [], []
     for number, line in enumerate(lines):
@@ -578,7 +573,7 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
                 continue
             for chosen in _best_split([pieces[i] for i in indices], scores[indices], line_height[g]):
                 index = indices[chosen]
-                digit = _digit_read(pieces[index], readings[index, 0], ink, number, unsure_below)
+                digit = _digit_read(pieces[index], probabilities[index], ink, number, unsure_below)
                 digits.append(digit)
                 text += str(digit.digit)
         if text:
