@@ -103,9 +103,10 @@ def render(ink: np.ndarray, style: str, seed: int):
 
 
 def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, digits: int | str,
-                   spacing: str | int, style: str) -> NumberImage:
+                   spacing: str | int, style: str, singles: bool = True) -> NumberImage:
     """A number of `digits` random MNIST test digits (or of these digits, given as text),
-    composed with `spacing` (or this many pixels between digits at MNIST's scale) and rendered."""
+    composed with `spacing` (or this many pixels between digits at MNIST's scale) and rendered;
+    with `singles`, each digit alone too (rendered the same way; most of the time it takes)."""
     if isinstance(digits, str):
         chosen = [rng.choice(np.flatnonzero(labels == int(digit))) for digit in digits]
     else:
@@ -114,4 +115,4 @@ def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Genera
     canvas, singles = _place(inks, spacing, rng)
     seed = int(rng.integers(2**31))
     return NumberImage(render(canvas, style, seed), "".join(str(int(labels[i])) for i in chosen),
-                       [render(single, style, seed) for single in singles])
+                       [render(single, style, seed) for single in singles] if singles else [])

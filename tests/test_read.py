@@ -250,6 +250,18 @@ def test_two_touching_digits_in_a_long_group_are_not_read_as_one(predictor, test
     assert short <= 28, f"{short} of {len(numbers)} read one digit short or more"
 
 
+def test_in_a_group_wider_than_a_digit_the_models_doubt_counts_more(predictor, test_digits):
+    """480 4-digit photos whose digits overlap by 3 px: in a group wider than a digit, the
+    model's log confidence counts twice against the costs of a split, so a pair it reads
+    with some doubt as one digit is cut (with mlp: 115 read one digit short or more; 130
+    when it counted once)."""
+    images, labels = test_digits
+    numbers = [compose_number(images, labels, rng, 4, -3, "photo", singles=False)
+               for rng in (np.random.default_rng(14), np.random.default_rng(15)) for _ in range(240)]
+    short = sum(len(read_number(number.image, predictor).text) < 4 for number in numbers)
+    assert short <= 122, f"{short} of {len(numbers)} read one digit short or more"
+
+
 def test_a_wide_digit_is_not_cut_into_a_digit_and_a_sliver(predictor, test_digits):
     """300 test digits stretched to 1.4 times their width, each alone: a cut through several
     strokes, or one leaving a piece much shorter than the digit, costs more (with mlp: 4 are

@@ -14,7 +14,8 @@ where its outline dips between two digits (valleys of its top and bottom contour
 piece between two cuts is a candidate digit, prepared like an MNIST digit
 (preprocess.prepare_piece); dynamic programming then keeps the cuts whose pieces the model
 reads most confidently, with penalties for pieces much wider than a digit is, for cuts
-through more than one stroke and for pieces much shorter than the line. Candidates that
+through more than one stroke and for pieces much shorter than the line (in a group wider
+than a digit, the model's confidence counts twice against them). Candidates that
 cannot be kept are left out before they are prepared (_read_pieces: a group read whole
 with confidence is not cut; the rest are read in at most three batched model calls per
 image). A digit lighter than the others is first stretched to its own ink level.
