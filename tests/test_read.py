@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from mnist_digits import cli
@@ -332,6 +332,15 @@ def test_a_page_of_marks_is_refused_instead_of_guessed(predictor):
             page[10 + row * 36:34 + row * 36, 10 + col * 48:16 + col * 48] = 0  # 96 strokes
     with pytest.raises(InputImageError, match=f"more than a number has \\(at most {MAX_MARKS}\\)"):
         read_number(page, predictor)
+
+
+def test_a_long_scribble_is_refused_instead_of_read_as_dozens_of_digits(predictor):
+    """One connected wavy line across a wide image: one mark, but cut into far more digits
+    than a number has."""
+    scribble = Image.new("L", (4000, 120), 255)
+    ImageDraw.Draw(scribble).line([(20 + x, 60 + 30 * np.sin(x / 25)) for x in range(0, 3960, 2)], fill=0, width=5)
+    with pytest.raises(InputImageError, match=f"digits: more than a number has \\(at most {MAX_MARKS}\\)"):
+        read_number(np.asarray(scribble), predictor)
 
 
 @pytest.mark.parametrize("data, message", [

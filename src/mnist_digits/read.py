@@ -38,8 +38,9 @@ from .predict import Predictor
 from .decode import load_image
 from .preprocess import STRONG_INK, Ink, _array_to_gray, find_ink, ink_bounds, prepare_piece
 
-# A number has at most this many marks to read (digits, pieces of digits); a photo of a
-# page of text has hundreds, and gets an error instead of a long guessed string.
+# A number has at most this many marks to read (digits, pieces of digits), and at most this
+# many digits; a photo of a page of text has hundreds of marks, a long scribble is cut into
+# dozens of digits: both get an error instead of a long guessed string.
 MAX_MARKS = 40
 # Marks lighter than this fraction of the heaviest are left out (a "1" beside three touching
 # digits weighs about a tenth of them, so predict's 10% would lose it).
@@ -514,7 +515,8 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     (a predict.Predictor, or any loaded classifier: it is wrapped in one).
 
     Raises InputImageError for what `prepare` refuses, NoDigitFound for an image with no
-    digits ("no digits found ...") and TooManyMarks for one with more than MAX_MARKS marks.
+    digits ("no digits found ...") and TooManyMarks for one with more than MAX_MARKS marks
+    or digits.
     """
     if not isinstance(predictor, Predictor):
         predictor = Predictor(predictor)
@@ -579,6 +581,8 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
                 text += str(digit.digit)
         if text:
             text_lines.append(text)
+    if len(digits) > MAX_MARKS:  # a long scribble is one mark, cut into dozens of "digits"
+        raise _too_many(len(digits), "digits")
     return NumberRead("\n".join(text_lines), digits)
 
 
@@ -635,8 +639,8 @@ def _mark_levels(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarr
     return levels
 
 
-def _too_many(count: int) -> TooManyMarks:
-    return TooManyMarks(f"{count} separate marks: more than a number has (at most {MAX_MARKS}); "
+def _too_many(count: int, what: str = "separate marks") -> TooManyMarks:
+    return TooManyMarks(f"{count} {what}: more than a number has (at most {MAX_MARKS}); "
                         "crop the image to the number")
 
 
