@@ -112,7 +112,7 @@ def compose_number(images: np.ndarray, labels: np.ndarray, rng: np.random.Genera
     else:
         chosen = rng.integers(0, len(images), size=digits)
     inks = [_digit_ink(images[i], rng) for i in chosen]
-    canvas, singles = _place(inks, spacing, rng)
+    canvas, alone = _place(inks, spacing, rng)
     seed = int(rng.integers(2**31))
     return NumberImage(render(canvas, style, seed), "".join(str(int(labels[i])) for i in chosen),
-                       [render(single, style, seed) for single in singles] if singles else [])
+                       [render(single, style, seed) for single in alone] if singles else [])
