@@ -571,7 +571,6 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
     if not pieces:
         raise NoDigitFound("no digits found (no ink left after removing the background)")
     weights = {group.index: group.confidence_weight for group in groups_to_read}
-    scores = np.array([_scores(row, weights[piece.group]) for piece, row in zip(pieces, probabilities)])
 
     text_lines, digits = [], []
     for number, line in enumerate(lines):
@@ -580,7 +579,8 @@ def read_number(source, predictor, unsure_below: float | None = None) -> NumberR
             indices = [i for i, piece in enumerate(pieces) if piece.group == g]
             if not indices:
                 continue
-            for chosen in _best_split([pieces[i] for i in indices], scores[indices], line_height[g]):
+            scores = _scores(probabilities[indices], weights[g])
+            for chosen in _best_split([pieces[i] for i in indices], scores, line_height[g]):
                 index = indices[chosen]
                 digit = _digit_read(pieces[index], probabilities[index], ink, number, unsure_below)
                 digits.append(digit)
@@ -629,8 +629,9 @@ def _stretched(flat: np.ndarray, mask: np.ndarray, at_edge: tuple[bool, bool, bo
         heights = np.array([0] + [rows.stop - rows.start for rows, _ in ndimage.find_objects(labels)])
         revived = (weights >= SPECK_FRACTION * weights[kept].max()) & \
             (heights >= REVIVED_HEIGHT * heights[kept].max())
-        sides = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
-        revived[np.concatenate([side for side, edge in zip(sides, at_edge) if edge] + [[0]])] = False
+        for side, edge in zip((labels[0], labels[-1], labels[:, 0], labels[:, -1]), at_edge):
+            if edge:
+                revived[side] = False
         kept |= revived
     stretched, strong = flat.copy(), mask.copy()
     stretched[inked] = values
